@@ -1,0 +1,347 @@
+r"""Gaussian and Gaussian-mixture data distributions with closed-form noised marginals.
+
+Each component covariance is stored once in spectral form :math:`\Sigma_k = U_k\,\mathrm{diag}(s_k)\,U_k^\top`
+(``eigh`` at construction; :math:`U_k` is omitted for diagonal and isotropic covariances). Noising keeps the
+eigenbasis, so the marginal at time t under :math:`x_t = \alpha x_0 + \sigma\varepsilon` is again a mixture,
+
+.. math:: p_t = \sum_k \pi_k\,\mathcal N(\alpha\mu_k,\ U_k\,\mathrm{diag}(\alpha^2 s_k + \sigma^2)\,U_k^\top),
+
+and its score, its denoiser :math:`E[x_0\mid x_t]` (Tweedie) and its log-density need only elementwise work in the
+eigenbasis, with log-sum-exp responsibilities and no matrix inverse. For a single Gaussian the probability-flow ODE
+map and the reverse-SDE transition are exact, per eigen-direction (Song et al. 2021, Score-SDE, App. D; the ODE
+map follows from :math:`\dot v = 2 f v + g^2` for the marginal variance :math:`v = \alpha^2 s + \sigma^2`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import as_tensor, check_batch, check_finite, check_scalar_time
+from .schedules import NoiseSchedule
+
+_LOG_2PI = math.log(2 * math.pi)
+_CHUNK_ELEMENTS = 1 << 24  # rows x components x dim per chunk on the full-covariance path
+
+
+@dataclass(frozen=True)
+class _Parameters:
+    """Mixture parameters in one dtype and device."""
+    log_weights: torch.Tensor      # (K,)
+    means: torch.Tensor            # (K, d)
+    eigvals: torch.Tensor          # (K, d)
+    basis: torch.Tensor | None     # (K, d, d), columns are eigenvectors; None when every covariance is diagonal
+    centre: torch.Tensor           # (d,), mixture mean: the diagonal path expands quadratic forms about it
+
+
+def _spectral_covariances(covs: torch.Tensor, n_components: int, dim: int, name: str):
+    """Eigenvalues (K, d) and eigenvectors (K, d, d) or None from isotropic (K,), diagonal (K, d), full (K, d, d)."""
+    check_finite(covs, name)
+    if covs.ndim == 1 and covs.shape[0] == n_components:
+        eigvals, basis = covs[:, None].expand(n_components, dim).clone(), None
+    elif covs.ndim == 2 and covs.shape == (n_components, dim):
+        eigvals, basis = covs.clone(), None
+    elif covs.ndim == 3 and covs.shape == (n_components, dim, dim):
+        scale = covs.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(covs.dtype).tiny)
+        asymmetry = (covs - covs.transpose(1, 2)).abs().amax(dim=(1, 2)) / scale
+        if bool((asymmetry > 1e-10).any()):
+            k = int(asymmetry.argmax())
+            raise ValueError(f"{name}: covariance {k} is not symmetric (relative asymmetry {asymmetry[k]:.2e})")
+        eigvals, basis = torch.linalg.eigh(0.5 * (covs + covs.transpose(1, 2)))
+    else:
+        raise ValueError(f"{name}: expected shape ({n_components},) isotropic, ({n_components}, {dim}) diagonal "
+                         f"or ({n_components}, {dim}, {dim}) full, got {tuple(covs.shape)}")
+    scale = eigvals.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(eigvals.dtype).tiny)
+    if bool((eigvals < -1e-12 * scale).any()):
+        k = int((eigvals / scale).amin(dim=1).argmin())
+        raise ValueError(f"{name}: covariance {k} is not positive semi-definite "
+                         f"(smallest eigenvalue {eigvals[k].min().item():.3e})")
+    return eigvals.clamp_min(0.0), basis
+
+
+class GaussianMixture:
+    r"""Mixture :math:`\sum_k \pi_k \mathcal N(\mu_k, \Sigma_k)` in dimension d.
+
+    Parameters
+    ----------
+    weights: (K,) non-negative, summing to one (within 1e-9; then renormalised exactly).
+    means: (K, d).
+    covs: (K,) isotropic variances, (K, d) diagonal variances, or (K, d, d) full symmetric PSD matrices.
+
+    Parameters are kept in float64; every method computes in the dtype and on the device of its input.
+    """
+
+    def __init__(self, weights, means, covs):
+        weights = as_tensor(weights, "weights")
+        means = as_tensor(means, "means")
+        covs = as_tensor(covs, "covs")
+        check_finite(weights, "weights")
+        check_finite(means, "means")
+        if weights.ndim != 1 or weights.numel() == 0:
+            raise ValueError(f"weights: expected a non-empty vector, got shape {tuple(weights.shape)}")
+        if means.ndim != 2 or means.shape[0] != weights.shape[0]:
+            raise ValueError(f"means: expected shape ({weights.shape[0]}, d) to match weights, got "
+                             f"{tuple(means.shape)}")
+        if bool((weights < 0).any()):
+            raise ValueError(f"weights: must be non-negative, got minimum {weights.min().item():.3g}")
+        total = weights.sum().item()
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"weights: must sum to one, got {total!r}")
+        eigvals, basis = _spectral_covariances(covs, weights.shape[0], means.shape[1], "covs")
+        self._init_from_spectrum(weights / weights.sum(), means, eigvals, basis)
+
+    def _init_from_spectrum(self, weights, means, eigvals, basis) -> None:
+        self.weights, self.means, self.eigvals, self.basis = weights, means, eigvals, basis
+        self._cache: dict = {}
+
+    @classmethod
+    def _from_spectrum(cls, weights, means, eigvals, basis):
+        """A distribution of this class from already validated spectral parameters (no re-validation)."""
+        obj = cls.__new__(cls)
+        GaussianMixture._init_from_spectrum(obj, weights, means, eigvals, basis)
+        return obj
+
+    # -- shape and moments ----------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    def component_covariances(self) -> torch.Tensor:
+        """Dense (K, d, d) covariances."""
+        if self.basis is None:
+            return torch.diag_embed(self.eigvals)
+        return (self.basis * self.eigvals[:, None, :]) @ self.basis.transpose(1, 2)
+
+    def mean(self) -> torch.Tensor:
+        r"""Mixture mean :math:`\sum_k \pi_k \mu_k`."""
+        return self.weights @ self.means
+
+    def covariance(self) -> torch.Tensor:
+        r"""Mixture covariance :math:`\sum_k \pi_k(\Sigma_k + \mu_k\mu_k^\top) - m m^\top`, centred for accuracy."""
+        centred = self.means - self.mean()
+        between = (centred * self.weights[:, None]).T @ centred
+        return between + torch.einsum("k,kij->ij", self.weights, self.component_covariances())
+
+    def __repr__(self) -> str:
+        kind = "diagonal" if self.basis is None else "full"
+        return f"{type(self).__name__}(K={self.n_components}, d={self.dim}, {kind} covariances)"
+
+    # -- parameters on the input's dtype/device -------------------------------------------------------------------
+    def _parameters(self, like: torch.Tensor) -> _Parameters:
+        key = (like.dtype, like.device)
+        if key not in self._cache:
+            def cast(v):
+                return None if v is None else v.to(dtype=like.dtype, device=like.device)
+            with torch.no_grad():
+                log_w = torch.log(self.weights)
+            self._cache[key] = _Parameters(cast(log_w), cast(self.means), cast(self.eigvals), cast(self.basis),
+                                           cast(self.mean()))
+        return self._cache[key]
+
+    # -- the one kernel ----------------------------------------------------------------------------------------
+    def _posterior(self, x: torch.Tensor, alpha: float, sigma: float, *, want_moments: bool):
+        r"""Log-density, responsibilities, score and denoiser of the marginal at noise level (alpha, sigma).
+
+        Returns ``(log_p, log_resp, score, x0)``; ``score`` and ``x0`` are None unless ``want_moments``.
+        :math:`\mathrm{score} = -\sum_k r_k U_k w_k`, :math:`x_0 = \sum_k r_k(\mu_k + \alpha U_k (s_k\odot w_k))`,
+        with :math:`w_k = (\alpha^2 s_k + \sigma^2)^{-1}\odot U_k^\top(x - \alpha\mu_k)`.
+        """
+        p = self._parameters(x)
+        var = alpha**2 * p.eigvals + sigma**2                          # (K, d)
+        if bool((var <= 0).any()):
+            raise ValueError("x: the density is singular here (a zero-variance direction at sigma = 0)")
+        log_norm = p.log_weights - 0.5 * (torch.log(var).sum(dim=1) + self.dim * _LOG_2PI)   # (K,)
+        if p.basis is None:
+            return self._posterior_diagonal(x, alpha, p, var, log_norm, want_moments)
+        pieces = [self._posterior_rotated(chunk, alpha, p, var, log_norm, want_moments)
+                  for chunk in x.split(max(1, _CHUNK_ELEMENTS // (self.n_components * self.dim)))]
+        if len(pieces) == 1:
+            return pieces[0]
+        return tuple(None if parts[0] is None else torch.cat(parts) for parts in zip(*pieces, strict=True))
+
+    def _posterior_diagonal(self, x, alpha, p, var, log_norm, want_moments):
+        """Diagonal covariances: every quadratic form and sum over components is a GEMM (no (N, K, d) tensor).
+
+        Quadratic forms are expanded about the mixture mean c, so a single Gaussian is computed fully centred.
+        """
+        precision = 1.0 / var                                           # (K, d)
+        xc = x - alpha * p.centre                                       # (N, d)
+        mc = alpha * (p.means - p.centre)                               # (K, d)
+        quad = (xc * xc) @ precision.T - 2.0 * xc @ (mc * precision).T + (mc * mc * precision).sum(dim=1)
+        log_joint = log_norm - 0.5 * quad.clamp_min(0.0)                # (N, K)
+        log_p = torch.logsumexp(log_joint, dim=1)
+        log_resp = log_joint - log_p[:, None]
+        if not want_moments:
+            return log_p, log_resp, None, None
+        resp = log_resp.exp()
+        score = resp @ (mc * precision) - xc * (resp @ precision)
+        shrink = alpha * p.eigvals * precision                          # alpha s / (alpha^2 s + sigma^2)
+        x0 = resp @ (p.means - shrink * mc) + xc * (resp @ shrink)
+        return log_p, log_resp, score, x0
+
+    def _posterior_rotated(self, x, alpha, p, var, log_norm, want_moments):
+        """Full covariances: coordinates in each eigenbasis, (N, K, d) for one chunk of rows."""
+        n, k, d = x.shape[0], self.n_components, self.dim
+        y = torch.einsum("nj,kji->nki", x, p.basis) - alpha * torch.einsum("kj,kji->ki", p.means, p.basis)
+        w = y / var
+        log_joint = log_norm - 0.5 * (y * w).sum(dim=2)
+        log_p = torch.logsumexp(log_joint, dim=1)
+        log_resp = log_joint - log_p[:, None]
+        if not want_moments:
+            return log_p, log_resp, None, None
+        resp = log_resp.exp()
+        weighted = resp[:, :, None] * torch.stack((w, alpha * p.eigvals * w))            # (2, N, K, d)
+        back = weighted.reshape(2, n, k * d) @ p.basis.transpose(1, 2).reshape(k * d, d)   # sum_k U_k(.)
+        return log_p, log_resp, -back[0], resp @ p.means + back[1]
+
+    # -- the distribution itself ---------------------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False):
+        """``n`` float64 samples (and their component labels); device and stream follow ``generator``."""
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n: expected a non-negative integer, got {n!r}")
+        device = generator.device if generator is not None else torch.device("cpu")
+        p = self._parameters(torch.empty(0, dtype=torch.float64, device=device))
+        labels = torch.multinomial(p.log_weights.exp(), n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, dtype=torch.float64, device=device, generator=generator)
+        z = z * p.eigvals[labels].sqrt()
+        if p.basis is not None:
+            z = torch.einsum("nij,nj->ni", p.basis[labels], z)
+        samples = p.means[labels] + z
+        return (samples, labels) if return_labels else samples
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-density at each row of x (requires positive-definite covariances)."""
+        return self._posterior(check_batch(x, self.dim), 1.0, 0.0, want_moments=False)[0]
+
+    def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior component probabilities (N, K) of each row of x."""
+        return self._posterior(check_batch(x, self.dim), 1.0, 0.0, want_moments=False)[1].exp()
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        r""":math:`\nabla_x \log p(x)`."""
+        return self._posterior(check_batch(x, self.dim), 1.0, 0.0, want_moments=True)[2]
+
+    # -- the noised marginals ------------------------------------------------------------------------------------
+    def noised(self, schedule: NoiseSchedule, t):
+        r"""The exact marginal :math:`p_t`: means :math:`\alpha\mu_k`, covariances
+        :math:`\alpha^2\Sigma_k + \sigma^2 I`."""
+        alpha, sigma = _coefficients(schedule, t)
+        return type(self)._from_spectrum(self.weights, alpha * self.means, alpha**2 * self.eigvals + sigma**2,
+                                         self.basis)
+
+    def x0_and_score(self, x: torch.Tensor, schedule: NoiseSchedule, t) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The exact denoiser :math:`E[x_0\mid x_t = x]` and score :math:`\nabla\log p_t(x)` from one evaluation.
+
+        ``t`` is one time for the whole batch.
+        """
+        alpha, sigma = _coefficients(schedule, t)
+        _, _, score, x0 = self._posterior(check_batch(x, self.dim), alpha, sigma, want_moments=True)
+        return x0, score
+
+
+class Gaussian(GaussianMixture):
+    r""":math:`\mathcal N(\mu, \Sigma)`, with the exact probability-flow map and reverse-SDE transition.
+
+    ``cov`` is a scalar (isotropic), a (d,) vector (diagonal) or a (d, d) matrix (full).
+    """
+
+    def __init__(self, mean, cov):
+        mean = as_tensor(mean, "mean")
+        cov = as_tensor(cov, "cov")
+        if mean.ndim != 1:
+            raise ValueError(f"mean: expected a vector, got shape {tuple(mean.shape)}")
+        if cov.ndim == 0:
+            cov = cov.reshape(1)
+        elif cov.ndim in (1, 2) and cov.shape[0] == mean.shape[0]:
+            cov = cov[None]
+        else:
+            raise ValueError(f"cov: expected a scalar, ({mean.shape[0]},) or ({mean.shape[0]}, {mean.shape[0]}), "
+                             f"got shape {tuple(cov.shape)}")
+        super().__init__(torch.ones(1, dtype=torch.float64), mean[None], cov)
+
+    @property
+    def loc(self) -> torch.Tensor:
+        return self.means[0]
+
+    @property
+    def cov(self) -> torch.Tensor:
+        """Dense (d, d) covariance."""
+        return self.component_covariances()[0]
+
+    def _to_eigenbasis(self, v: torch.Tensor) -> torch.Tensor:
+        p = self._parameters(v)
+        return v if p.basis is None else v @ p.basis[0]
+
+    def _from_eigenbasis(self, v: torch.Tensor) -> torch.Tensor:
+        p = self._parameters(v)
+        return v if p.basis is None else v @ p.basis[0].T
+
+    def _marginal_variances(self, like: torch.Tensor, schedule: NoiseSchedule, t) -> tuple[float, torch.Tensor]:
+        alpha, sigma = _coefficients(schedule, t)
+        return alpha, alpha**2 * self._parameters(like).eigvals[0] + sigma**2
+
+    def pf_ode_map(self, x: torch.Tensor, schedule: NoiseSchedule, t, s) -> torch.Tensor:
+        r"""Exact probability-flow ODE map from time t to time s (either direction).
+
+        Per eigen-direction, :math:`x_s - \alpha_s\mu = \sqrt{v_s/v_t}\,(x_t - \alpha_t\mu)` with
+        :math:`v = \alpha^2 s + \sigma^2`.
+        """
+        x = check_batch(x, self.dim)
+        alpha_t, v_t = self._marginal_variances(x, schedule, t)
+        alpha_s, v_s = self._marginal_variances(x, schedule, s)
+        mu = self._parameters(x).means[0]
+        y = self._to_eigenbasis(x - alpha_t * mu) * torch.sqrt(v_s / v_t)
+        return alpha_s * mu + self._from_eigenbasis(y)
+
+    def reverse_sde_transition(self, x: torch.Tensor, schedule: NoiseSchedule, t, s) -> GaussianTransition:
+        r"""Exact law of :math:`x_s` given :math:`x_t = x` along the reverse SDE, s < t.
+
+        The reverse SDE has the forward process's joint law, so this is the forward posterior: with
+        :math:`a = \alpha_t/\alpha_s` and :math:`\sigma_{t|s}^2 = \sigma_t^2 - a^2\sigma_s^2`, per eigen-direction
+        mean :math:`\alpha_s\mu + a v_s/v_t\,(x - \alpha_t\mu)` and variance :math:`v_s\sigma_{t|s}^2/v_t`.
+        """
+        x = check_batch(x, self.dim)
+        t_val, s_val = check_scalar_time(t, "t"), check_scalar_time(s, "s")
+        if not s_val < t_val:
+            raise ValueError(f"s: the reverse SDE runs backwards, need s < t, got s={s_val}, t={t_val}")
+        alpha_t, v_t = self._marginal_variances(x, schedule, t_val)
+        alpha_s, v_s = self._marginal_variances(x, schedule, s_val)
+        a = alpha_t / alpha_s
+        sigma_t, sigma_s = (float(schedule.sigma(u)) for u in (t_val, s_val))
+        cond_var = (sigma_t - a * sigma_s) * (sigma_t + a * sigma_s)
+        mu = self._parameters(x).means[0]
+        mean = alpha_s * mu + self._from_eigenbasis(self._to_eigenbasis(x - alpha_t * mu) * (a * v_s / v_t))
+        basis = self._parameters(x).basis
+        return GaussianTransition(mean, v_s * cond_var / v_t, None if basis is None else basis[0])
+
+
+@dataclass(frozen=True)
+class GaussianTransition:
+    """A batch of Gaussians sharing one covariance ``basis @ diag(variances) @ basis.T`` (basis None: diagonal)."""
+
+    mean: torch.Tensor
+    variances: torch.Tensor
+    basis: torch.Tensor | None
+
+    @property
+    def cov(self) -> torch.Tensor:
+        if self.basis is None:
+            return torch.diag(self.variances)
+        return (self.basis * self.variances) @ self.basis.T
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = torch.randn(self.mean.shape, dtype=self.mean.dtype, device=self.mean.device, generator=generator)
+        z = z * self.variances.sqrt()
+        return self.mean + (z if self.basis is None else z @ self.basis.T)
+
+
+def _coefficients(schedule: NoiseSchedule, t) -> tuple[float, float]:
+    """(alpha(t), sigma(t)) as Python floats for one validated time."""
+    t = schedule.check_time(check_scalar_time(t, "t"))
+    return float(schedule._alpha(t)), float(schedule._sigma(t))
