@@ -187,7 +187,7 @@ class NoiseSchedule:
         if bool(torch.isnan(lam).any()):
             raise ValueError("lam: contains NaN")
         lam_lo, lam_hi = self.lambda_range()
-        slack = 1e-12 * max(1.0, abs(lam_lo), abs(lam_hi))
+        slack = 1e-12 * max([1.0] + [abs(v) for v in (lam_lo, lam_hi) if math.isfinite(v)])
         if lam.min().item() < lam_lo - slack or lam.max().item() > lam_hi + slack:
             raise ValueError(f"lam: log-SNR must lie in [{lam_lo}, {lam_hi}] for schedule {self.name!r}, "
                              f"got values in [{lam.min().item()}, {lam.max().item()}]")
