@@ -118,7 +118,7 @@ def _distribution(spec: dict) -> GaussianMixture:
     kind = spec["kind"]
     if kind == "gaussian":
         cov = _covs(spec["cov"])
-        return Gaussian(_means(spec["mean"])[0], cov[0] if cov.ndim >= 2 else cov)
+        return Gaussian(_means(spec["mean"])[0], cov[0] if isinstance(spec["cov"], dict) else cov)
     if kind == "mixture":
         return GaussianMixture(_weights(spec["weights"]), _means(spec["means"]), _covs(spec["covs"]))
     raise ValueError(f"distribution.kind: expected 'gaussian' or 'mixture', got {kind!r}")

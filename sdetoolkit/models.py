@@ -8,7 +8,8 @@ A :class:`ScoreError` turns the exact model into a controlled imperfect one: the
 :math:`s + b(t)\,u + n(t)\,\xi` with a fixed unit direction :math:`u` (deterministic bias) and a fresh
 :math:`\xi \sim \mathcal N(0, I)` per evaluation from a seeded generator. The other parameterisations follow from
 the perturbed score, so the model stays self-consistent. A magnitude :math:`c/\sigma(t)` in the score is a constant
-magnitude :math:`c` in :math:`\varepsilon`.
+magnitude :math:`c` in :math:`\varepsilon`. Where α = 0 (the flow schedule at t = 1) Tweedie's identity does not
+hold and the error is carried by the score and ε alone.
 """
 
 from __future__ import annotations
@@ -110,10 +111,13 @@ class AnalyticModel:
         return Prediction(x0=x0, eps=eps, v=alpha * eps - sigma * x0, score=score)
 
     def pf_ode_drift(self, x: torch.Tensor, t) -> torch.Tensor:
-        r"""Probability-flow ODE velocity :math:`\mathrm{d}x/\mathrm{d}t = f(t)\,x - \tfrac12 g^2(t)\,s(x, t)`
-        (Song et al. 2021, eq. 13); one evaluation."""
-        score = self(x, t).score
-        return float(self.schedule.f(t)) * x - 0.5 * float(self.schedule.g2(t)) * score
+        r"""Probability-flow ODE velocity :math:`f x - \tfrac12 g^2 s` (Song et al. 2021, eq. 13); one evaluation.
+
+        Computed as the identical :math:`\dot\alpha\,\hat x_0 + \dot\sigma\,\hat\varepsilon`, which stays finite
+        where :math:`f` and :math:`g^2` do not (the flow schedule at t = 1, where α = 0).
+        """
+        prediction = self(x, t)
+        return float(self.schedule.dalpha_dt(t)) * prediction.x0 + float(self.schedule.dsigma_dt(t)) * prediction.eps
 
     def _score_error(self, x: torch.Tensor, t: float) -> torch.Tensor:
         bias = ScoreError._at(self.error.bias, t, "bias")

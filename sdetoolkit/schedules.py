@@ -3,7 +3,7 @@ r"""Noise schedules: :math:`x_t = \alpha(t) x_0 + \sigma(t)\varepsilon`.
 A schedule is given by :math:`\alpha(t)` and :math:`\sigma(t)` as sympy expressions in the symbol :data:`T`.
 Everything else is derived symbolically and compiled for torch:
 
-* forward drift :math:`f(t) = \mathrm{d}\log\alpha/\mathrm{d}t`,
+* forward drift :math:`f(t) = \mathrm{d}\log\alpha/\mathrm{d}t`, and :math:`\dot\alpha, \dot\sigma`,
 * diffusion :math:`g^2(t) = \mathrm{d}\sigma^2/\mathrm{d}t - 2 f(t)\sigma^2(t)`,
 * log signal-to-noise ratio :math:`\lambda(t) = \log(\alpha/\sigma)` and :math:`\mathrm{d}\lambda/\mathrm{d}t`,
 * the inverse :math:`t(\lambda)`: a closed form where the family supplies one (checked on construction),
@@ -99,6 +99,8 @@ class NoiseSchedule:
         self.sigma_expr = sp.sympify(sigma)
         self.f_expr = sp.diff(sp.log(self.alpha_expr), T)
         self.g2_expr = sp.diff(self.sigma_expr**2, T) - 2 * self.f_expr * self.sigma_expr**2
+        self.dalpha_dt_expr = sp.diff(self.alpha_expr, T)
+        self.dsigma_dt_expr = sp.diff(self.sigma_expr, T)
         self.lambda_expr = sp.log(self.alpha_expr) - sp.log(self.sigma_expr)
         self.dlambda_dt_expr = sp.diff(self.lambda_expr, T)
         self.t_of_lambda_expr = None if t_of_lambda is None else sp.sympify(t_of_lambda)
@@ -107,6 +109,8 @@ class NoiseSchedule:
         self._sigma = compile_expression(self.sigma_expr, T)
         self._f = compile_expression(self.f_expr, T)
         self._g2 = compile_expression(self.g2_expr, T)
+        self._dalpha_dt = compile_expression(self.dalpha_dt_expr, T)
+        self._dsigma_dt = compile_expression(self.dsigma_dt_expr, T)
         self._lambda = compile_expression(self.lambda_expr, T)
         self._dlambda_dt = compile_expression(self.dlambda_dt_expr, T)
         self._closed_inverse = (None if self.t_of_lambda_expr is None
@@ -162,6 +166,14 @@ class NoiseSchedule:
         r"""Squared diffusion :math:`g^2(t) = \mathrm{d}\sigma^2/\mathrm{d}t - 2f\sigma^2`."""
         return self._g2(self.check_time(t))
 
+    def dalpha_dt(self, t) -> torch.Tensor:
+        r""":math:`\mathrm{d}\alpha/\mathrm{d}t`."""
+        return self._dalpha_dt(self.check_time(t))
+
+    def dsigma_dt(self, t) -> torch.Tensor:
+        r""":math:`\mathrm{d}\sigma/\mathrm{d}t`."""
+        return self._dsigma_dt(self.check_time(t))
+
     def lam(self, t) -> torch.Tensor:
         r"""Log-SNR :math:`\lambda(t) = \log\alpha(t) - \log\sigma(t)`."""
         return self._lambda(self.check_time(t))
@@ -187,7 +199,8 @@ class NoiseSchedule:
         if bool(torch.isnan(lam).any()):
             raise ValueError("lam: contains NaN")
         lam_lo, lam_hi = self.lambda_range()
-        slack = 1e-12 * max([1.0] + [abs(v) for v in (lam_lo, lam_hi) if math.isfinite(v)])
+        relative = max(1e-12, 8 * torch.finfo(lam.dtype).eps)
+        slack = relative * max([1.0] + [abs(v) for v in (lam_lo, lam_hi) if math.isfinite(v)])
         if lam.min().item() < lam_lo - slack or lam.max().item() > lam_hi + slack:
             raise ValueError(f"lam: log-SNR must lie in [{lam_lo}, {lam_hi}] for schedule {self.name!r}, "
                              f"got values in [{lam.min().item()}, {lam.max().item()}]")
@@ -236,23 +249,27 @@ def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0, t_max: float = 1.0)
 
 def vp_cosine(s: float = 0.008, t_max: float = 0.9946) -> NoiseSchedule:
     r"""VP cosine schedule (Nichol & Dhariwal 2021): :math:`\alpha = \cos\theta/\cos\theta_0`,
-    :math:`\theta = \tfrac{\pi}{2}\tfrac{t+s}{1+s}`.
+    :math:`\theta = \tfrac{\pi}{2}\tfrac{t+s}{1+s}`. ``t_max`` defaults to DPM-Solver's 0.9946 (α vanishes at t = 1).
 
-    :math:`\sigma^2 = 1-\alpha^2 = \sin(\theta-\theta_0)\sin(\theta+\theta_0)/\cos^2\theta_0` is used as written,
-    which keeps full precision at small t. ``t_max`` defaults to DPM-Solver's 0.9946 (α vanishes at t = 1).
-    Inverse: :math:`\theta = \operatorname{atan2}(\sqrt{\sin^2\theta_0 + \sigma^2\cos^2\theta_0},\ \alpha\cos\theta_0)`
-    with :math:`\alpha^2 = 1/(1+e^{-2\lambda})`, :math:`\sigma^2 = 1/(1+e^{2\lambda})`.
+    Written without cancellation: :math:`\cos\theta = \sin(\tfrac{\pi}{2}\tfrac{1-t}{1+s})` near t = 1, and
+    :math:`\sigma^2 = 1-\alpha^2 = \sin(\theta-\theta_0)\sin(\theta+\theta_0)/\cos^2\theta_0` near t = 0. Inverse: with
+    :math:`\alpha^2 = 1/(1+e^{-2\lambda})`, :math:`\sigma^2 = 1/(1+e^{2\lambda})`,
+    :math:`\sin\theta = \sqrt{\sin^2\theta_0 + \sigma^2\cos^2\theta_0}`,
+    :math:`\theta - \theta_0 = \operatorname{atan2}(\cos\theta_0\,\sigma^2,\ (\sin\theta + \alpha\sin\theta_0)
+    (\alpha\cos^2\theta_0 + \sin\theta_0\sin\theta))`, the tangent-difference formula with the cancelling
+    numerator :math:`\sin^2\theta - \alpha^2\sin^2\theta_0 = \sigma^2` taken in closed form.
     """
     s_ = sp.nsimplify(s)
     theta0 = sp.pi * s_ / (2 * (1 + s_))
-    theta = sp.pi * (T + s_) / (2 * (1 + s_))
-    alpha = sp.cos(theta) / sp.cos(theta0)
+    alpha = sp.sin(sp.pi * (1 - T) / (2 * (1 + s_))) / sp.cos(theta0)
     sigma = sp.sqrt(sp.sin(sp.pi * T / (2 * (1 + s_))) * sp.sin(sp.pi * (T + 2 * s_) / (2 * (1 + s_)))) / sp.cos(theta0)
     alpha_l = 1 / sp.sqrt(1 + sp.exp(-2 * LAMBDA))
     sigma2_l = 1 / (1 + sp.exp(2 * LAMBDA))
-    theta_l = sp.atan2(sp.sqrt(sp.sin(theta0)**2 + sigma2_l * sp.cos(theta0)**2), alpha_l * sp.cos(theta0))
-    inverse = (theta_l - theta0) * 2 * (1 + s_) / sp.pi
-    return NoiseSchedule("vp-cosine", alpha, sigma, (0.0, t_max), t_of_lambda=inverse, params=dict(s=s))
+    c0, s0 = sp.cos(theta0), sp.sin(theta0)
+    sin_theta = sp.sqrt(s0**2 + sigma2_l * c0**2)
+    angle = sp.atan2(c0 * sigma2_l, (sin_theta + alpha_l * s0) * (alpha_l * c0**2 + s0 * sin_theta))
+    return NoiseSchedule("vp-cosine", alpha, sigma, (0.0, t_max), t_of_lambda=angle * 2 * (1 + s_) / sp.pi,
+                         params=dict(s=s))
 
 
 def ve(sigma_min: float = 0.01, sigma_max: float = 50.0) -> NoiseSchedule:
