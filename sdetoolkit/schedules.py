@@ -143,6 +143,8 @@ class NoiseSchedule:
                       else torch.float64)
         if bool(torch.isnan(t).any()):
             raise ValueError(f"{name}: contains NaN")
+        if t.numel() == 0:
+            return t
         lo, hi = t.min().item(), t.max().item()
         if lo < self.t_lo or hi > self.t_hi:
             raise ValueError(f"{name}: times must lie in the schedule's range [{self.t_lo}, {self.t_hi}] "
@@ -198,6 +200,8 @@ class NoiseSchedule:
                         else torch.float64)
         if bool(torch.isnan(lam).any()):
             raise ValueError("lam: contains NaN")
+        if lam.numel() == 0:
+            return lam.clone()
         lam_lo, lam_hi = self.lambda_range()
         relative = max(1e-12, 8 * torch.finfo(lam.dtype).eps)
         slack = relative * max([1.0] + [abs(v) for v in (lam_lo, lam_hi) if math.isfinite(v)])
