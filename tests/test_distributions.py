@@ -102,7 +102,7 @@ def test_noised_density_is_the_convolution(name, fraction):
         assert abs(kernel.mean().item() - value.item()) < 4.5 * se
 
 
-@pytest.mark.parametrize("name", ["gmm-ring8-2d", "gmm-d16-k10", "gauss-aniso-d64"])
+@pytest.mark.parametrize("name", ["gmm-ring8-2d", "gmm-d16-k10", "gauss-full-d16"])
 def test_noised_moments_match_monte_carlo(name):
     """Mean and covariance of p_t against samples of alpha x0 + sigma eps (4.5 standard errors per entry)."""
     problem = get_problem(name)
