@@ -19,20 +19,27 @@ noised marginal p_t at t = 0.5 on the ``vp-linear`` schedule:
    Tweedie's formula (x + sigma^2 score) / alpha applied to the baseline score. In float32 both are also compared
    with our float64 score.
 
-2. Achieved GFLOP/s of our score, from the flop count of the algorithm in ``sdetoolkit/distributions.py``
-   (GEMMs at 2mnk, each elementwise op, exp, log and max as one flop per element; per row of x):
+2. Achieved GFLOP/s of our score, from the flop count of the branch of ``GaussianMixture._posterior`` that serves
+   the input (printed as ``path``; GEMMs at 2mnk, each elementwise op, exp, log and max as one flop per element;
+   per row of x):
 
-   * diagonal path: 6 GEMMs against (d, K) or (K, d) matrices, 12 d K; elementwise 7 d + 11 K;
-   * full path: (N, d) x (d, K d) then (2N, K d) x (K d, d), 6 K d^2; elementwise 9 K d + 8 K + 2 d.
+   * ``expanded`` (diagonal covariances, when expanding about the mixture mean is accurate enough for the dtype):
+     6 GEMMs against (d, K) or (K, d) matrices, 12 d K; elementwise 7 d + 11 K;
+   * ``centred`` (diagonal covariances otherwise): elementwise on (N, K, d) in row chunks, 9 K d, plus one
+     (N, K) x (K, d) GEMM, 2 K d; and 8 K + 2 d;
+   * ``rotated`` (full covariances): (N, d) x (d, K d) then (2N, K d) x (K d, d), 6 K d^2; elementwise
+     9 K d + 8 K + 2 d.
 
    ``score`` and ``x0_and_score`` run the same kernel (score alone still computes the denoiser), so the count
    is the same for both. The throughput is compared with a plain (N, d) @ (d, K d) GEMM in the same dtype, and
-   with the time of the path's own GEMMs run alone on random operands of the same shapes (the full path works in
-   chunks of rows; the reference uses the same chunk).
+   with the time of the path's own GEMMs run alone on random operands of the same shapes (chunked paths: the
+   reference uses the same chunk), both writing into preallocated outputs so that they measure arithmetic, not
+   the first-touch page faults of a fresh output (which every call of ours and of the baselines does pay).
 
-Timing: ``torch.utils.benchmark.Timer`` with all torch threads and one warm-up call, then ``blocked_autorange``
-(at least 3 blocks) or, for calls slower than 1/3 s, 3 single calls; medians are reported. The script prints the
-load average: other busy processes on the machine inflate every time, the ratios less so.
+Timing: ``torch.utils.benchmark.Timer`` with all torch threads, after a warm-up call (for ours and the baselines,
+the agreement check), then ``blocked_autorange`` (at least 3 blocks) or, for calls slower than 1/3 s, 3 single
+calls; medians are reported. The script prints the load average: other busy processes on the machine inflate every
+time, the ratios less so.
 
 Run (about 2-3 minutes on 2 CPU cores)::
 
@@ -55,23 +62,26 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Mul
 from torch.utils import benchmark
 
 import sdetoolkit
-from sdetoolkit.distributions import _CHUNK_ELEMENTS  # rows per chunk on the full-covariance path
+from sdetoolkit.distributions import _CHUNK_ELEMENTS  # (rows x K x d) per chunk on the (N, K, d) paths
 
 T = 0.5
 SEED = 0
 
 
 # -- timing -------------------------------------------------------------------------------------------------------
-def median_seconds(fn, min_run_time: float, min_blocks: int) -> float:
-    """Median wall time of one ``fn()`` call over at least ``min_blocks`` timed blocks, after a warm-up call.
+def median_seconds(fn, min_run_time: float, min_blocks: int, *, warm: bool = False) -> float:
+    """Median wall time of one ``fn()`` call over at least ``min_blocks`` timed blocks.
 
-    Fast calls: ``blocked_autorange`` for ``min_run_time``. Slow calls (``min_blocks`` calls exceed it): exactly
-    ``min_blocks`` single calls, which keeps the whole script within a few minutes.
+    The first call is a warm-up unless ``warm`` (``fn`` already ran once); it also tells fast calls
+    (``blocked_autorange`` for ``min_run_time``) from slow ones (exactly ``min_blocks`` single calls, which keeps
+    the whole script within a few minutes).
     """
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    warm_up = timer.timeit(1).times[0]
-    if warm_up * min_blocks >= min_run_time:
-        return statistics.median(timer.timeit(1).times[0] for _ in range(min_blocks))
+    first = timer.timeit(1).times[0]
+    if first * min_blocks >= min_run_time:
+        times = [first] if warm else []
+        times += [timer.timeit(1).times[0] for _ in range(min_blocks - len(times))]
+        return statistics.median(times)
     measurement = timer.blocked_autorange(min_run_time=min_run_time)
     times = list(measurement.times)
     while len(times) < min_blocks:
@@ -143,35 +153,42 @@ def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm(dim=1) / b.norm(dim=1)).max().item()
 
 
-# -- flop counts (per call; see the module docstring) -------------------------------------------------------------
-def score_flops(n: int, d: int, k: int, is_diagonal: bool) -> float:
-    if is_diagonal:
-        return n * (12 * d * k + 7 * d + 11 * k)
-    return n * (6 * k * d * d + 9 * k * d + 8 * k + 2 * d)
+# -- the kernel's path and its flop count (per call; see the module docstring) -------------------------------------
+def kernel_path(noised, x: torch.Tensor) -> str:
+    """The branch of ``GaussianMixture._posterior`` that serves ``noised.score(x)`` (mirrors its dispatch)."""
+    p = noised._parameters(x)
+    if p.basis is not None:
+        return "rotated"
+    return "expanded" if noised._expansion_is_accurate(p, 1.0, p.eigvals, x.dtype) else "centred"
 
 
-def own_gemms(n: int, d: int, k: int, is_diagonal: bool, dtype):
-    """A function running the path's GEMMs alone on random operands, and its time multiplier to reach n rows."""
+def score_flops(n: int, d: int, k: int, path: str) -> float:
+    per_row = {"expanded": 12 * d * k + 7 * d + 11 * k,
+               "centred": 11 * k * d + 8 * k + 2 * d,
+               "rotated": 6 * k * d * d + 9 * k * d + 8 * k + 2 * d}[path]
+    return n * per_row
+
+
+def own_gemms(n: int, d: int, k: int, path: str, dtype):
+    """A function running one chunk of the path's GEMMs alone (random operands, preallocated outputs), and the
+    number of chunks in n rows."""
     g = torch.Generator().manual_seed(SEED)
 
     def rand(*shape):
         return torch.randn(*shape, dtype=dtype, generator=g)
 
-    if is_diagonal:
-        x, w, r, m = rand(n, d), rand(k, d), rand(n, k), rand(k, d)
-
-        def run():
-            x @ w.T
-            x @ w.T
-            for _ in range(4):
-                r @ m
-        return run, 1.0
-    rows = min(n, max(1, _CHUNK_ELEMENTS // (k * d)))
-    x, u, y, v = rand(rows, d), rand(d, k * d), rand(2 * rows, k * d), rand(k * d, d)
+    rows = n if path == "expanded" else min(n, max(1, _CHUNK_ELEMENTS // (k * d)))
+    if path == "expanded":
+        products = [(rand(rows, d), rand(d, k))] * 2 + [(rand(rows, k), rand(k, d))] * 4
+    else:
+        products = [(rand(rows, k), rand(k, d))]
+        if path == "rotated":
+            products += [(rand(rows, d), rand(d, k * d)), (rand(2 * rows, k * d), rand(k * d, d))]
+    outs = [torch.empty(a.shape[0], b.shape[1], dtype=dtype) for a, b in products]
 
     def run():
-        x @ u
-        y @ v
+        for (a, b), out in zip(products, outs, strict=True):
+            torch.mm(a, b, out=out)
     return run, n / rows
 
 
@@ -199,16 +216,18 @@ def main() -> None:
         d, k = dist.dim, dist.n_components
         x64 = sample_noised(dist, covs, alpha, sigma, n)
         noised = dist.noised(schedule, T)
-        truth = noised.score(x64)
-        truth_x0 = dist.x0_and_score(x64, schedule, T)[0]
-        for dtype in (torch.float32, torch.float64):
+        for dtype in (torch.float64, torch.float32):  # float64 first: its results are the reference for float32
             dname = str(dtype).removeprefix("torch.")
             x = x64.to(dtype)
             ours_score = noised.score(x)
             ours_x0, ours_score2 = dist.x0_and_score(x, schedule, T)
             single = dtype == torch.float32
-            t_score = median_seconds(lambda x=x, p=noised: p.score(x), min_run_time, min_blocks)
-            t_both = median_seconds(lambda x=x, p=dist: p.x0_and_score(x, schedule, T), min_run_time, min_blocks)
+            if not single:
+                truth, truth_x0 = ours_score, ours_x0
+            path = kernel_path(noised, x)
+            t_score = median_seconds(lambda x=x, p=noised: p.score(x), min_run_time, min_blocks, warm=True)
+            t_both = median_seconds(lambda x=x, p=dist: p.x0_and_score(x, schedule, T), min_run_time, min_blocks,
+                                    warm=True)
             for bname, mixture in baselines(dist, covs, is_diagonal, alpha, sigma, dtype).items():
                 base = autograd_score(mixture, x)
                 checks.append({
@@ -220,27 +239,29 @@ def main() -> None:
                     "base": max_rel_diff(base, truth) if single else math.nan,
                     "ours x0": max_rel_diff(ours_x0, truth_x0) if single else math.nan,
                 })
-                t_base = median_seconds(lambda m=mixture, x=x: autograd_score(m, x), min_run_time, min_blocks)
+                t_base = median_seconds(lambda m=mixture, x=x: autograd_score(m, x), min_run_time, min_blocks,
+                                        warm=True)
                 times.append({
-                    "case": case, "dtype": dname, "baseline": bname, "base ms": 1e3 * t_base,
+                    "case": case, "dtype": dname, "path": path, "baseline": bname, "base ms": 1e3 * t_base,
                     "score ms": 1e3 * t_score, "x0_and_score ms": 1e3 * t_both,
                     "base/score": t_base / t_score, "base/x0_and_score": t_base / t_both,
                 })
             g = torch.Generator().manual_seed(SEED)
             a = torch.randn(n, d, dtype=dtype, generator=g)
             b = torch.randn(d, k * d, dtype=dtype, generator=g)
-            t_gemm = median_seconds(lambda a=a, b=b: a @ b, min_run_time, min_blocks)
-            run_gemms, multiplier = own_gemms(n, d, k, is_diagonal, dtype)
+            c = torch.empty(n, k * d, dtype=dtype)
+            t_gemm = median_seconds(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), min_run_time, min_blocks)
+            run_gemms, multiplier = own_gemms(n, d, k, path, dtype)
             t_own = multiplier * median_seconds(run_gemms, min_run_time, min_blocks)
-            count = score_flops(n, d, k, is_diagonal)
+            count = score_flops(n, d, k, path)
             gemm_rate = 2 * n * d * k * d / t_gemm / 1e9
             flops.append({
-                "case": case, "dtype": dname, "GFLOP/call": count / 1e9, "score ms": 1e3 * t_score,
+                "case": case, "dtype": dname, "path": path, "GFLOP/call": count / 1e9, "score ms": 1e3 * t_score,
                 "score GFLOP/s": count / t_score / 1e9, "GEMM GFLOP/s": gemm_rate,
                 "fraction of GEMM": count / t_score / 1e9 / gemm_rate,
                 "own GEMMs ms": 1e3 * t_own, "own GEMMs / score": t_own / t_score,
             })
-            del a, b, run_gemms
+            del a, b, c, run_gemms
 
     pd.set_option("display.width", 200)
     print("\nAgreement, max over rows of ||a - b|| / ||b||: our score (from score and from x0_and_score) vs the "
@@ -249,11 +270,14 @@ def main() -> None:
     print(pd.DataFrame(checks).to_string(index=False, float_format=lambda v: f"{v:.1e}", na_rep="-"))
     print("\nWall time, median (ratio > 1: ours is faster):")
     print(pd.DataFrame(times).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print("(score and x0_and_score run the same kernel: the gap between their times shows the timing noise)")
     print("\nThroughput of our score (GEMM: plain (N, d) @ (d, K d) in the same dtype; own GEMMs: the path's "
-          "GEMMs alone):")
+          "GEMMs alone;\nboth into preallocated outputs):")
     print(pd.DataFrame(flops).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    cpu = os.times()
     print(f"\n1-minute load average after the run: {os.getloadavg()[0]:.2f} (this run alone accounts for about "
-          f"{torch.get_num_threads()})")
+          f"{torch.get_num_threads()}); process CPU time: user {cpu.user:.0f} s, system {cpu.system:.0f} s (a large "
+          f"system share usually means page faults on freshly allocated large tensors)")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,28 @@ def _problems(args) -> int:
     return 0
 
 
+def _solvers(args) -> int:
+    from .findings import findings_for
+    from .solvers import get_solver, list_solvers
+
+    rows = []
+    for name in list_solvers():
+        row = get_solver(name).describe()
+        row["findings"] = [f"measured {f.measured:g} vs claimed {f.claimed:g} on {f.problem}: {f.explanation}"
+                           for f in findings_for(name)]
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for row in rows:
+        claim = "-" if row["claimed_order"] is None else f"{row['claim_kind']} {row['claimed_order']:g}"
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+        flag = "  [finding: see --json]" if row["findings"] else ""
+        print(f"{row['name']:<18} {row['family']:<13} {'SDE' if row['stochastic'] else 'ODE':<4} "
+              f"{claim:<10} nfe/step={row['nfe_per_step']}  {params}{flag}")
+    return 0
+
+
 def _schedules(args) -> int:
     for name in list_schedules():
         schedule = get_schedule(name)
@@ -55,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     problems = commands.add_parser("problems", help="list the problem catalogue")
     problems.add_argument("--json", action="store_true")
     problems.set_defaults(run=_problems)
+    solvers = commands.add_parser("solvers", help="list every registered solver with its claimed order")
+    solvers.add_argument("--json", action="store_true")
+    solvers.set_defaults(run=_solvers)
     schedules = commands.add_parser("schedules", help="list the schedule families")
     schedules.set_defaults(run=_schedules)
     return parser

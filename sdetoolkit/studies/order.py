@@ -1,0 +1,93 @@
+r"""Empirical order estimation: least squares of log error on log step, with an interval.
+
+For errors :math:`e_i \approx C h_i^p (1 + D_1 h_i + \dots)` the coefficient of :math:`\log h` in a least-squares
+fit of :math:`\log e` on :math:`(1, \log h, h, \dots, h^k)` estimates p (``corrections = k`` terms of the error
+expansion, so a drift of the local slopes does not bias it). Exact (noise-free) errors have no sampling error:
+what remains is the truncation of that expansion, which the regression's t-interval alone does not cover (it
+measures only the lack of fit of the chosen model). Its size is estimated a posteriori, as embedded Runge-Kutta
+pairs estimate their error, by the change :math:`\tau` of the estimate when the last correction term is dropped.
+The reported interval is :math:`\hat p \pm (t\,\mathrm{SE} + \tau)`, widened to contain the local pairwise
+slopes of the window: p is claimed only to the precision to which the rate has visibly set in. Points at or below
+a floor (round-off, or a Monte Carlo noise level) are dropped and named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class OrderFit:
+    """Fitted order p with its confidence interval, the points used, and the local slopes."""
+
+    order: float
+    low: float
+    high: float
+    ci_low: float
+    ci_high: float
+    stderr: float
+    truncation: float
+    confidence: float
+    steps: np.ndarray
+    errors: np.ndarray
+    local_slopes: np.ndarray
+    dropped: tuple
+
+    def contains(self, p: float) -> bool:
+        return self.low <= p <= self.high
+
+    def __str__(self) -> str:
+        local = ", ".join(f"{v:.2f}" for v in self.local_slopes)
+        dropped = f"; dropped {list(self.dropped)}" if self.dropped else ""
+        return (f"p = {self.order:.3f} [{self.low:.3f}, {self.high:.3f}] (t-interval {self.confidence:.0%} "
+                f"[{self.ci_low:.3f}, {self.ci_high:.3f}], truncation {self.truncation:.3f}; local slopes {local})"
+                f"{dropped}")
+
+
+def fit_order(steps, errors, *, floor: float = 0.0, confidence: float = 0.95,
+              corrections: int = 1) -> OrderFit:
+    r"""Fit ``errors ~ C steps^p`` over the points whose error exceeds ``floor``.
+
+    ``steps`` are step sizes (any ratios, any order); ``errors`` are positive. With ``corrections = k`` the model is
+    :math:`\log e = \log C + p\log h + \sum_{j=1}^{k} D_j h^j`, the leading terms of the error expansion
+    :math:`e = C h^p (1 + D_1 h + \dots)`, so a pre-asymptotic drift of the local slopes does not bias p. At least
+    k + 3 points must remain above the floor, so that the interval exists.
+    """
+    h = np.asarray(steps, dtype=float)
+    e = np.asarray(errors, dtype=float)
+    if h.shape != e.shape or h.ndim != 1:
+        raise ValueError("steps, errors: expected two 1-D arrays of the same length")
+    if not (np.all(np.isfinite(h)) and np.all(h > 0)):
+        raise ValueError("steps: must be finite and positive")
+    if not np.all(np.isfinite(e)):
+        raise ValueError("errors: contain NaN or inf (a diverged run?)")
+    keep = e > floor
+    dropped = tuple(float(v) for v in h[~keep])
+    h, e = h[keep], e[keep]
+    needed = corrections + 3
+    if len(h) < needed:
+        raise ValueError(f"errors: need at least {needed} points above the floor {floor:g}, got {len(h)}")
+    order = np.argsort(h)
+    h, e = h[order], e[order]
+    slope, stderr, dof = _regression(h, e, corrections)
+    truncation = abs(slope - _regression(h, e, corrections - 1)[0]) if corrections > 0 else 0.0
+    half = stats.t.ppf(0.5 + confidence / 2, dof) * stderr
+    local = np.diff(np.log(e)) / np.diff(np.log(h))
+    ci_low, ci_high = slope - half, slope + half
+    return OrderFit(order=slope, low=min(ci_low - truncation, float(local.min())),
+                    high=max(ci_high + truncation, float(local.max())), ci_low=ci_low, ci_high=ci_high,
+                    stderr=stderr, truncation=truncation, confidence=confidence, steps=h, errors=e,
+                    local_slopes=local, dropped=dropped)
+
+
+def _regression(h: np.ndarray, e: np.ndarray, corrections: int) -> tuple[float, float, int]:
+    """(slope, its standard error, residual degrees of freedom) of log e on (1, log h, h, ..., h^corrections)."""
+    design = np.stack([np.ones_like(h), np.log(h)] + [h**j for j in range(1, corrections + 1)], axis=1)
+    coef, *_ = np.linalg.lstsq(design, np.log(e), rcond=None)
+    dof = len(h) - design.shape[1]
+    residual = np.log(e) - design @ coef
+    scale = float(residual @ residual) / dof
+    return float(coef[1]), float(np.sqrt(scale * np.linalg.inv(design.T @ design)[1, 1])), dof

@@ -1,0 +1,69 @@
+"""Empirical global order of every deterministic solver against the exact flow, and the recorded findings.
+
+The order is fitted with :func:`sdetoolkit.studies.fit_order` on uniform-lambda grids of 32..256 steps. A claim
+passes when it lies in the fitted interval. Where :mod:`sdetoolkit.findings` records a different measured order for
+a solver on a problem, the test asserts the finding instead: the measured order inside the interval and the
+claimed one outside, so a finding cannot silently go stale in either direction.
+"""
+
+import pytest
+import torch
+
+from sdetoolkit import get_problem, make_grid
+from sdetoolkit.findings import FINDINGS
+from sdetoolkit.solvers import get_solver, list_solvers, sample
+from sdetoolkit.studies import fit_order
+
+STEPS = [32, 48, 64, 96, 128, 192, 256]
+CLAIMED = [name for name in list_solvers() if not get_solver(name).stochastic and get_solver(name).claimed().order]
+
+
+def measured_fit(name, problem, x, reference):
+    errors = []
+    for n in STEPS:
+        grid = make_grid("uniform-lambda", problem.schedule, n, problem.t_min, problem.t_max)
+        errors.append((sample(get_solver(name), problem.model(), grid, x) - reference).pow(2).mean().sqrt().item())
+    return fit_order([1 / n for n in STEPS], errors)
+
+
+def check(name, problem_name, fit):
+    claimed = get_solver(name).claimed().order
+    recorded = [f for f in FINDINGS if f.solver == name and f.problem == problem_name]
+    if recorded:
+        assert fit.contains(recorded[0].measured) and not fit.contains(claimed), f"{name}: {fit}"
+    else:
+        assert fit.contains(claimed), f"{name}: claimed {claimed}, {fit}"
+
+
+@pytest.mark.parametrize("name", CLAIMED)
+def test_order_on_gauss_1d_against_the_exact_flow(name):
+    problem = get_problem("gauss-1d")
+    x = problem.prior().sample(64, torch.Generator().manual_seed(0))
+    reference = problem.distribution.pf_ode_map(x, problem.schedule, problem.t_max, problem.t_min)
+    check(name, "gauss-1d", measured_fit(name, problem, x, reference))
+
+
+@pytest.fixture(scope="module")
+def bimodal_reference():
+    problem = get_problem("gmm-1d-bimodal")
+    x = problem.prior().sample(32, torch.Generator().manual_seed(0))
+    grid = make_grid("uniform-lambda", problem.schedule, 1, problem.t_min, problem.t_max)
+    reference = sample(get_solver("scipy-dop853", rtol=1e-12, atol=1e-12), problem.model(), grid, x)
+    return problem, x, reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CLAIMED)
+def test_order_on_gmm_1d_bimodal_against_dop853(name, bimodal_reference):
+    problem, x, reference = bimodal_reference
+    check(name, "gmm-1d-bimodal", measured_fit(name, problem, x, reference))
+
+
+def test_dop853_reference_is_accurate():
+    """The mixture reference itself: DOP853 at 1e-12 matches the exact Gaussian flow to 1e-9."""
+    problem = get_problem("gauss-1d")
+    x = problem.prior().sample(16, torch.Generator().manual_seed(1))
+    grid = make_grid("uniform-lambda", problem.schedule, 1, problem.t_min, problem.t_max)
+    numeric = sample(get_solver("scipy-dop853", rtol=1e-12, atol=1e-12), problem.model(), grid, x)
+    exact = problem.distribution.pf_ode_map(x, problem.schedule, problem.t_max, problem.t_min)
+    torch.testing.assert_close(numeric, exact, rtol=1e-9, atol=1e-9)
