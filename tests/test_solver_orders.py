@@ -1,7 +1,9 @@
 """Empirical global order of every deterministic solver against the exact flow, and the recorded findings.
 
-The order is fitted with :func:`sdetoolkit.studies.fit_order` on uniform-lambda grids of 32..256 steps. A claim
-passes when it lies in the fitted interval. Where :mod:`sdetoolkit.findings` records a different measured order for
+The order is fitted with :func:`sdetoolkit.studies.fit_order` on uniform-lambda grids (32..256 steps against the
+exact Gaussian flow; 64..1024 against a DOP853 reference on the mixture, where some rates set in late), dropping
+errors below 1e-10 on the mixture (a hundred times the reference's own accuracy). A claim passes when it lies in the
+fitted interval. Where :mod:`sdetoolkit.findings` records a different measured order for
 a solver on a problem, the test asserts the finding instead: the measured order inside the interval and the
 claimed one outside, so a finding cannot silently go stale in either direction.
 """
@@ -15,15 +17,16 @@ from sdetoolkit.solvers import get_solver, list_solvers, sample
 from sdetoolkit.studies import fit_order
 
 STEPS = [32, 48, 64, 96, 128, 192, 256]
+FINE_STEPS = [64, 96, 128, 192, 256, 384, 512, 768, 1024]
 CLAIMED = [name for name in list_solvers() if not get_solver(name).stochastic and get_solver(name).claimed().order]
 
 
-def measured_fit(name, problem, x, reference):
+def measured_fit(name, problem, x, reference, steps=STEPS, floor=0.0):
     errors = []
-    for n in STEPS:
+    for n in steps:
         grid = make_grid("uniform-lambda", problem.schedule, n, problem.t_min, problem.t_max)
         errors.append((sample(get_solver(name), problem.model(), grid, x) - reference).pow(2).mean().sqrt().item())
-    return fit_order([1 / n for n in STEPS], errors)
+    return fit_order([1 / n for n in steps], errors, floor=floor)
 
 
 def check(name, problem_name, fit):
@@ -48,7 +51,7 @@ def bimodal_reference():
     problem = get_problem("gmm-1d-bimodal")
     x = problem.prior().sample(32, torch.Generator().manual_seed(0))
     grid = make_grid("uniform-lambda", problem.schedule, 1, problem.t_min, problem.t_max)
-    reference = sample(get_solver("scipy-dop853", rtol=1e-12, atol=1e-12), problem.model(), grid, x)
+    reference = sample(get_solver("scipy-dop853", rtol=1e-13, atol=1e-13), problem.model(), grid, x)
     return problem, x, reference
 
 
@@ -56,7 +59,7 @@ def bimodal_reference():
 @pytest.mark.parametrize("name", CLAIMED)
 def test_order_on_gmm_1d_bimodal_against_dop853(name, bimodal_reference):
     problem, x, reference = bimodal_reference
-    check(name, "gmm-1d-bimodal", measured_fit(name, problem, x, reference))
+    check(name, "gmm-1d-bimodal", measured_fit(name, problem, x, reference, FINE_STEPS, floor=1e-10))
 
 
 def test_dop853_reference_is_accurate():
