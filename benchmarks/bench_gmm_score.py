@@ -41,7 +41,8 @@ the agreement check), then ``blocked_autorange`` (at least 3 blocks) or, for cal
 calls; medians are reported. The script prints the load average: other busy processes on the machine inflate every
 time, the ratios less so.
 
-Run (about 2-3 minutes on 2 CPU cores)::
+Run (N = 1e5 took about 10 minutes on the 2-core development VM, shared with other work; large fresh temporaries
+make page faults a big part of every call there; use ``--n`` for a shorter run)::
 
     python benchmarks/bench_gmm_score.py            # N = 1e5
     python benchmarks/bench_gmm_score.py --n 20000  # another N
@@ -265,8 +266,9 @@ def main() -> None:
 
     pd.set_option("display.width", 200)
     print("\nAgreement, max over rows of ||a - b|| / ||b||: our score (from score and from x0_and_score) vs the "
-          "baseline's;\nour x0 vs Tweedie (x + sigma^2 score) / alpha of the baseline's score, in float64; float32 "
-          "results vs our float64 ones:")
+          "baseline's;\nour x0 vs Tweedie (x + sigma^2 score) / alpha of the baseline's score, evaluated in float64 "
+          "(it magnifies a float32\nscore's error by sigma^2 |score| / (alpha |x0|)); float32 results vs our float64 "
+          "ones:")
     print(pd.DataFrame(checks).to_string(index=False, float_format=lambda v: f"{v:.1e}", na_rep="-"))
     print("\nWall time, median (ratio > 1: ours is faster):")
     print(pd.DataFrame(times).to_string(index=False, float_format=lambda v: f"{v:.2f}"))

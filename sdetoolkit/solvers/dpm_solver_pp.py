@@ -7,7 +7,10 @@ Faithful to ``LuChengTHU/dpm-solver`` ``dpm_solver_pytorch.py`` with ``algorithm
 * 1: :math:`x_t = (\sigma_t/\sigma_s)x_s - \alpha_t\varphi_1 m_0`;
 * 2M: adds :math:`-\tfrac12\alpha_t\varphi_1 D_0` (midpoint) or :math:`+\alpha_t\varphi_2 D_0` (heun),
   :math:`D_0 = (m_0 - m_1)/r_0`;
-* 3M: :math:`x_t = (\sigma_t/\sigma_s)x_s - \alpha_t\varphi_1 m_0 + \alpha_t\varphi_2 D_1 - \alpha_t\varphi_3 D_2`;
+* 3M: :math:`x_t = (\sigma_t/\sigma_s)x_s - \alpha_t\varphi_1 m_0 + \alpha_t\varphi_2 D_1 - \alpha_t\varphi_3 D_2`
+  with :math:`D_2 = (D_{1,0} - D_{1,1})/(r_0 + r_1) \approx \tfrac12 h^2 \hat x_0''`, while the exact integral's
+  term is :math:`-\alpha_t h^2\varphi_3 \hat x_0''`: the official update is second order (see docs/findings.md).
+  ``third_order_term="taylor"`` doubles :math:`D_2`, which restores third order;
 * 2S (singlestep, :math:`r_1 = \tfrac12`): an intermediate point at :math:`\lambda_s + r_1 h`.
 
 Warm-up uses orders 1 .. order-1; ``lower_order_final`` lowers the last steps' order on runs of fewer than 10 steps
@@ -41,12 +44,15 @@ class DPMSolverPPMultistep(Solver):
     params = {
         "order": Param(2, "multistep order", choices=(1, 2, 3)),
         "solver_type": Param("midpoint", "second-order correction of 2M", choices=("midpoint", "heun")),
+        "third_order_term": Param("official", "3M's second-difference term: 'official' as coded, or 'taylor' with "
+                                  "the factor 2 the Taylor expansion needs", choices=("official", "taylor")),
         "lower_order_final": Param(True, "lower the order of the final steps", choices=(True, False)),
         "lower_order_final_below": Param(10, "apply lower_order_final only below this many steps",
                                          check=lambda v: isinstance(v, int) and v >= 1),
     }
     variants = {"dpmpp-1": dict(order=1), "dpmpp-2m": dict(order=2), "dpmpp-2m-heun": dict(order=2,
-                solver_type="heun"), "dpmpp-3m": dict(order=3)}
+                solver_type="heun"), "dpmpp-3m": dict(order=3),
+                "dpmpp-3m-taylor": dict(order=3, third_order_term="taylor")}
 
     def claimed(self) -> Claim:
         return Claim(self.order, "global", SOURCE)
@@ -72,7 +78,7 @@ class DPMSolverPPMultistep(Solver):
         r1 = (prev1.lam - prev2.lam) / h
         d1_1 = (prev1.output - prev2.output) / r1
         d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
-        d2 = (d1_0 - d1_1) / (r0 + r1)
+        d2 = (d1_0 - d1_1) / (r0 + r1) * (2.0 if self.third_order_term == "taylor" else 1.0)
         return x + alpha_next * phi_2 * d1 - alpha_next * phi_3 * d2
 
 
