@@ -145,10 +145,11 @@ class GaussianMixture:
         return self._cache[key]
 
     # -- the one kernel ----------------------------------------------------------------------------------------
-    def _posterior(self, x: torch.Tensor, alpha: float, sigma: float, *, want_moments: bool):
+    def _posterior(self, x: torch.Tensor, alpha: float, sigma: float, *, want: str):
         r"""Log-density, responsibilities, score and denoiser of the marginal at noise level (alpha, sigma).
 
-        Returns ``(log_p, log_resp, score, x0)``; ``score`` and ``x0`` are None unless ``want_moments``.
+        Returns ``(log_p, log_resp, score, x0)``; ``want`` is "density" (score and x0 None), "score" (x0 None) or
+        "both".
         :math:`\mathrm{score} = -\sum_k r_k U_k w_k`, :math:`x_0 = \sum_k r_k(\mu_k + \alpha U_k (s_k\odot w_k))`,
         with :math:`w_k = (\alpha^2 s_k + \sigma^2)^{-1}\odot U_k^\top(x - \alpha\mu_k)`.
         """
@@ -158,8 +159,8 @@ class GaussianMixture:
             raise ValueError("x: the density is singular here (a zero-variance direction at sigma = 0)")
         log_norm = p.log_weights - 0.5 * (torch.log(var).sum(dim=1) + self.dim * _LOG_2PI)   # (K,)
         if p.basis is None and self._expansion_is_accurate(p, alpha, var, x.dtype):
-            return self._posterior_expanded(x, alpha, p, var, log_norm, want_moments)
-        pieces = [self._posterior_centred(chunk, alpha, p, var, log_norm, want_moments)
+            return self._posterior_expanded(x, alpha, p, var, log_norm, want)
+        pieces = [self._posterior_centred(chunk, alpha, p, var, log_norm, want)
                   for chunk in x.split(max(1, _CHUNK_ELEMENTS // (self.n_components * self.dim)))]
         if len(pieces) == 1:
             return pieces[0]
@@ -178,7 +179,7 @@ class GaussianMixture:
         eps = torch.finfo(dtype).eps
         return eps * spread <= max(1e-12, 16 * eps * p.means.shape[1])
 
-    def _posterior_expanded(self, x, alpha, p, var, log_norm, want_moments):
+    def _posterior_expanded(self, x, alpha, p, var, log_norm, want):
         """Diagonal covariances: every quadratic form and sum over components is a GEMM (no (N, K, d) tensor).
 
         Quadratic forms are expanded about the mixture mean c, so a single Gaussian is computed fully centred.
@@ -190,17 +191,18 @@ class GaussianMixture:
         log_joint = log_norm - 0.5 * quad.clamp_min(0.0)                # (N, K)
         log_p = torch.logsumexp(log_joint, dim=1)
         log_resp = log_joint - log_p[:, None]
-        if not want_moments:
+        if want == "density":
             return log_p, log_resp, None, None
         resp = log_resp.exp()
         score = resp @ (mc * precision) - xc * (resp @ precision)
+        if want == "score":
+            return log_p, log_resp, score, None
         shrink = alpha * p.eigvals * precision                          # alpha s / (alpha^2 s + sigma^2)
         x0 = resp @ (p.means - shrink * mc) + xc * (resp @ shrink)
         return log_p, log_resp, score, x0
 
-    def _posterior_centred(self, x, alpha, p, var, log_norm, want_moments):
+    def _posterior_centred(self, x, alpha, p, var, log_norm, want):
         """Differences x - alpha mu_k in each eigenbasis (the identity for diagonal covariances), (N, K, d)."""
-        n, k, d = x.shape[0], self.n_components, self.dim
         if p.basis is None:
             y = x[:, None, :] - alpha * p.means
         else:
@@ -209,15 +211,23 @@ class GaussianMixture:
         log_joint = log_norm - 0.5 * (y * w).sum(dim=2)
         log_p = torch.logsumexp(log_joint, dim=1)
         log_resp = log_joint - log_p[:, None]
-        if not want_moments:
+        if want == "density":
             return log_p, log_resp, None, None
         resp = log_resp.exp()
-        weighted = resp[:, :, None] * torch.stack((w, alpha * p.eigvals * w))            # (2, N, K, d)
-        if p.basis is None:
-            back = weighted.sum(dim=2)
-        else:
-            back = weighted.reshape(2, n, k * d) @ p.basis.transpose(1, 2).reshape(k * d, d)   # sum_k U_k(.)
-        return log_p, log_resp, -back[0], resp @ p.means + back[1]
+        weighted = resp[:, :, None] * w
+        score = -self._sum_components(weighted, p.basis)
+        if want == "score":
+            return log_p, log_resp, score, None
+        x0 = resp @ p.means + alpha * self._sum_components(weighted * p.eigvals, p.basis)
+        return log_p, log_resp, score, x0
+
+    @staticmethod
+    def _sum_components(v: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+        """sum_k U_k v_k for v of shape (N, K, d) (U_k = I for diagonal covariances): one GEMM."""
+        if basis is None:
+            return v.sum(dim=1)
+        n, k, d = v.shape
+        return v.reshape(n, k * d) @ basis.transpose(1, 2).reshape(k * d, d)
 
     # -- the distribution itself ---------------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator | None = None, *, return_labels: bool = False):
@@ -236,15 +246,15 @@ class GaussianMixture:
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log-density at each row of x (requires positive-definite covariances)."""
-        return self._posterior(check_batch(x, self.dim), 1.0, 0.0, want_moments=False)[0]
+        return self._posterior(check_batch(x, self.dim), 1.0, 0.0, want="density")[0]
 
     def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior component probabilities (N, K) of each row of x."""
-        return self._posterior(check_batch(x, self.dim), 1.0, 0.0, want_moments=False)[1].exp()
+        return self._posterior(check_batch(x, self.dim), 1.0, 0.0, want="density")[1].exp()
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         r""":math:`\nabla_x \log p(x)`."""
-        return self._posterior(check_batch(x, self.dim), 1.0, 0.0, want_moments=True)[2]
+        return self._posterior(check_batch(x, self.dim), 1.0, 0.0, want="score")[2]
 
     # -- the noised marginals ------------------------------------------------------------------------------------
     def noised(self, schedule: NoiseSchedule, t):
@@ -260,7 +270,7 @@ class GaussianMixture:
         ``t`` is one time for the whole batch.
         """
         alpha, sigma = _coefficients(schedule, t)
-        _, _, score, x0 = self._posterior(check_batch(x, self.dim), alpha, sigma, want_moments=True)
+        _, _, score, x0 = self._posterior(check_batch(x, self.dim), alpha, sigma, want="both")
         return x0, score
 
 
