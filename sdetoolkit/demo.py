@@ -9,26 +9,18 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-from scipy.integrate import solve_ivp
 
 from .catalogue import get_problem
+from .solvers import get_solver, sample
 
 
 def transport_to_t_min(problem, x_t_max: torch.Tensor, method: str = "DOP853", rtol: float = 1e-9,
                        atol: float = 1e-9) -> tuple[torch.Tensor, int]:
     """Integrate the probability-flow ODE from t_max to t_min for a batch; return (x_t_min, NFE)."""
     model = problem.model()
-    shape = x_t_max.shape
-
-    def velocity(t, flat):
-        x = torch.from_numpy(flat.reshape(shape))
-        return model.pf_ode_drift(x, t).numpy().ravel()
-
-    solution = solve_ivp(velocity, (problem.t_max, problem.t_min), x_t_max.numpy().ravel(), method=method,
-                         rtol=rtol, atol=atol)
-    if not solution.success:
-        raise RuntimeError(f"solve_ivp failed: {solution.message}")
-    return torch.from_numpy(solution.y[:, -1].reshape(shape)), model.nfe
+    grid = torch.tensor([problem.t_max, problem.t_min], dtype=torch.float64)
+    solver = get_solver("scipy", method=method, rtol=rtol, atol=atol)
+    return sample(solver, model, grid, x_t_max), model.nfe
 
 
 def compare_statistics(problem, samples: torch.Tensor) -> pd.DataFrame:
