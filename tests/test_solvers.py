@@ -4,11 +4,17 @@ import pytest
 import torch
 
 from sdetoolkit import get_problem, make_grid
+from sdetoolkit.noise import IIDNoise
 from sdetoolkit.solvers import DivergenceError, Solver, get_solver, list_solvers, sample
 from sdetoolkit.solvers.base import Claim
 
 SOLVERS = list_solvers()
 DETERMINISTIC = [name for name in SOLVERS if not get_solver(name).stochastic]
+
+
+def noise_for(name, seed=0):
+    """A seeded noise source for a stochastic solver, None for a deterministic one."""
+    return IIDNoise(seed) if get_solver(name).stochastic else None
 
 
 @pytest.fixture(scope="module")
@@ -29,25 +35,29 @@ def test_construction_and_description(name):
     assert set(info["params"]) == set(type(solver).params)
 
 
-@pytest.mark.parametrize("name", DETERMINISTIC)
+@pytest.mark.parametrize("name", SOLVERS)
 @pytest.mark.parametrize("steps", [1, 2, 3, 5])
 def test_corner_case_grids_stay_finite_and_use_the_declared_nfe(problem, name, steps):
     """N smaller than the order and N mod order != 0; the loop checks the NFE against the declaration."""
     model = problem.model()
     grid = make_grid("uniform-lambda", problem.schedule, steps, problem.t_min, problem.t_max)
-    x = sample(get_solver(name), model, grid, start(problem))
+    x = sample(get_solver(name), model, grid, start(problem), noise_for(name))
     assert bool(torch.isfinite(x).all())
     expected = get_solver(name).expected_nfe(grid)
     assert expected is None or model.nfe == expected
 
 
-@pytest.mark.parametrize("name", DETERMINISTIC)
+@pytest.mark.parametrize("name", SOLVERS)
 def test_deterministic_and_dtype_follows_input(problem, name):
+    """Same input and seed give the same output; a stochastic solver's output changes with the seed."""
     grid = make_grid("uniform-lambda", problem.schedule, 6, problem.t_min, problem.t_max)
-    a = sample(get_solver(name), problem.model(), grid, start(problem))
-    b = sample(get_solver(name), problem.model(), grid, start(problem))
+    a = sample(get_solver(name), problem.model(), grid, start(problem), noise_for(name))
+    b = sample(get_solver(name), problem.model(), grid, start(problem), noise_for(name))
     assert torch.equal(a, b)
-    single = sample(get_solver(name), problem.model(), grid, start(problem, dtype=torch.float32))
+    if get_solver(name).stochastic:
+        other = sample(get_solver(name), problem.model(), grid, start(problem), noise_for(name, seed=1))
+        assert not torch.allclose(a, other)
+    single = sample(get_solver(name), problem.model(), grid, start(problem, dtype=torch.float32), noise_for(name))
     assert single.dtype == torch.float32
     assert (single.double() - a).abs().max().item() < 1e-4 * (1 + a.abs().max().item())
 

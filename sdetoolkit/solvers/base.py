@@ -132,6 +132,10 @@ class Solver:
         """The claim for this configuration (override when it depends on the parameters)."""
         return self.claim
 
+    def claims(self) -> tuple[Claim, ...]:
+        """Every claim for this configuration (a stochastic solver may claim a strong and a weak order)."""
+        return (self.claimed(),)
+
     def step_order(self, i: int, n: int) -> int:
         """Order of step i of n: multistep warm-up min(order, i + 1); ``lower_order_final`` where configured.
 
@@ -218,6 +222,15 @@ class StepState:
             self._current = Evaluation(self.t, self.lam(self.t), self.x, self.evaluate(self.x, self.t))
         return self._current.output
 
+    def normal(self, t_hi: float | None = None, t_lo: float | None = None) -> torch.Tensor:
+        """A standard normal tensor shaped like x from the run's noise source, for this step by default."""
+        return self.noise.normal(self.t if t_hi is None else t_hi, self.t_next if t_lo is None else t_lo, self.x)
+
+    def integrals(self, kernels, t_hi: float | None = None, t_lo: float | None = None) -> tuple[torch.Tensor, ...]:
+        r"""Jointly exact :math:`\int K\,\mathrm{d}W` over this step (or [t_lo, t_hi]) for each kernel; see noise.py."""
+        return self.noise.integrals(self.t if t_hi is None else t_hi, self.t_next if t_lo is None else t_lo,
+                                    kernels, self.x)
+
     def offer_next(self, x_next: torch.Tensor, output: torch.Tensor) -> None:
         """Hand the loop an evaluation already made at (x_next, t_next), to be re-used as the next current()."""
         self._pending = Evaluation(self.t_next, self.lam(self.t_next), x_next, output)
@@ -246,6 +259,8 @@ def sample(solver: Solver, model: AnalyticModel, grid, x_T: torch.Tensor, noise=
     x = check_batch(x_T, model.distribution.dim, "x_T")
     if solver.stochastic and noise is None:
         raise ValueError(f"noise: solver {solver.name!r} is stochastic and needs a noise source")
+    if noise is not None:
+        noise.reset()
     n = len(times) - 1
     nfe_start = model.nfe
     state = StepState(solver=solver, model=model, times=times, i=0, order=1, x=x,
