@@ -90,6 +90,8 @@ class Solver:
     variants: ClassVar[dict[str, dict]] = {}
     citation: ClassVar[str] = ""
     register: ClassVar[bool] = True
+    linear: ClassVar[bool] = True
+    """Whether the step is affine in x, the model outputs and the noise (exact moment propagation needs it)."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
