@@ -315,6 +315,17 @@ class Gaussian(GaussianMixture):
         alpha, sigma = _coefficients(schedule, t)
         return alpha, alpha**2 * self._parameters(like).eigvals[0] + sigma**2
 
+    def x0_and_score(self, x: torch.Tensor, schedule: NoiseSchedule, t) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""The affine posterior of one Gaussian, per eigen-direction with :math:`v_t = \alpha^2 s + \sigma^2`:
+        :math:`\nabla\log p_t = -(x - \alpha\mu)/v_t` and :math:`\hat x_0 = \mu + (\alpha s/v_t)(x - \alpha\mu)`."""
+        x = check_batch(x, self.dim)
+        alpha, var = self._marginal_variances(x, schedule, t)
+        p = self._parameters(x)
+        centred = self._to_eigenbasis(x - alpha * p.means[0])
+        score = self._from_eigenbasis(-centred / var)
+        x0 = p.means[0] + self._from_eigenbasis((alpha * p.eigvals[0] / var) * centred)
+        return x0, score
+
     def pf_ode_map(self, x: torch.Tensor, schedule: NoiseSchedule, t, s) -> torch.Tensor:
         r"""Exact probability-flow ODE map from time t to time s (either direction).
 
@@ -373,5 +384,4 @@ class GaussianTransition:
 
 def _coefficients(schedule: NoiseSchedule, t) -> tuple[float, float]:
     """(alpha(t), sigma(t)) as Python floats for one validated time."""
-    t = schedule.check_time(check_scalar_time(t, "t"))
-    return float(schedule._alpha(t)), float(schedule._sigma(t))
+    return schedule.at(check_scalar_time(t, "t"))[:2]

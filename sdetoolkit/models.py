@@ -100,8 +100,7 @@ class AnalyticModel:
     def __call__(self, x: torch.Tensor, t) -> Prediction:
         t = check_scalar_time(t, "t")
         x0, score = self.distribution.x0_and_score(x, self.schedule, t)
-        alpha = float(self.schedule.alpha(t))
-        sigma = float(self.schedule.sigma(t))
+        alpha, sigma = self.schedule.at(t)[:2]
         if self.error is not None:
             delta = self._score_error(x, t)
             score = score + delta
@@ -117,7 +116,8 @@ class AnalyticModel:
         where :math:`f` and :math:`g^2` do not (the flow schedule at t = 1, where α = 0).
         """
         prediction = self(x, t)
-        return float(self.schedule.dalpha_dt(t)) * prediction.x0 + float(self.schedule.dsigma_dt(t)) * prediction.eps
+        values = self.schedule.at(t)
+        return values.dalpha_dt * prediction.x0 + values.dsigma_dt * prediction.eps
 
     def _score_error(self, x: torch.Tensor, t: float) -> torch.Tensor:
         bias = ScoreError._at(self.error.bias, t, "bias")

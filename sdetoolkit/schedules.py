@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import sympy as sp
 import torch
@@ -66,6 +67,19 @@ def compile_expression(expr: sp.Expr, symbol: sp.Symbol) -> Callable[[torch.Tens
         return torch.as_tensor(out, dtype=x.dtype, device=x.device).expand_as(x).clone()
 
     return evaluate
+
+
+class ScheduleValues(NamedTuple):
+    """Every coefficient of a schedule at one time, as Python floats."""
+
+    alpha: float
+    sigma: float
+    lam: float
+    f: float
+    g2: float
+    dalpha_dt: float
+    dsigma_dt: float
+    dlambda_dt: float
 
 
 class NoiseSchedule:
@@ -116,6 +130,7 @@ class NoiseSchedule:
         self._closed_inverse = (None if self.t_of_lambda_expr is None
                                 else compile_expression(self.t_of_lambda_expr, LAMBDA))
         self._check_definition()
+        self._values: dict[float, ScheduleValues] = {}
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.params.items())
@@ -150,6 +165,20 @@ class NoiseSchedule:
             raise ValueError(f"{name}: times must lie in the schedule's range [{self.t_lo}, {self.t_hi}] "
                              f"of {self.name!r}, got values in [{lo}, {hi}]")
         return t
+
+    def at(self, t) -> ScheduleValues:
+        """All coefficients at one time as floats, memoised (the scalar path of the sampling loop and the model)."""
+        key = float(t)
+        values = self._values.get(key)
+        if values is None:
+            tt = self.check_time(torch.tensor(key, dtype=torch.float64))
+            values = ScheduleValues(*(float(fn(tt)) for fn in (
+                self._alpha, self._sigma, self._lambda, self._f, self._g2, self._dalpha_dt, self._dsigma_dt,
+                self._dlambda_dt)))
+            if len(self._values) >= 65536:
+                self._values.clear()
+            self._values[key] = values
+        return values
 
     # -- coefficients --------------------------------------------------------------------------------------------
     def alpha(self, t) -> torch.Tensor:

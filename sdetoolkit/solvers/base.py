@@ -203,13 +203,13 @@ class StepState:
         return self.model.schedule
 
     def alpha(self, t: float) -> float:
-        return float(self.schedule.alpha(t))
+        return self.schedule.at(t).alpha
 
     def sigma(self, t: float) -> float:
-        return float(self.schedule.sigma(t))
+        return self.schedule.at(t).sigma
 
     def lam(self, t: float) -> float:
-        return float(self.schedule.lam(t))
+        return self.schedule.at(t).lam
 
     def t_of_lam(self, lam: float) -> float:
         return float(self.schedule.t_of_lambda(lam))
