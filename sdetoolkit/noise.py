@@ -100,6 +100,7 @@ def gram_factor(kernels: Sequence[Kernel | None], lo: torch.Tensor, hi: torch.Te
     ``lo``, ``hi``: 1-d tensors of interval ends (float64). Returns (J, m, m). ``None`` is :math:`K = 1`; with it first,
     the first row is :math:`(\sqrt{hi - lo}, 0, \dots)`, so :math:`\Delta W` does not depend on the other kernels.
     """
+    lo, hi = lo.to(torch.float64), hi.to(torch.float64)
     schedule = next((k.schedule for k in kernels if k is not None), None)
     width = hi - lo
     if schedule is None:
