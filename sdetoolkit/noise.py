@@ -43,6 +43,9 @@ from ._checks import check_scalar_time
 BLOCK = 1024
 """Samples per seeded block of normals (the unit of batch-size invariance)."""
 
+CACHE_BYTES = 2**29
+"""A Brownian path keeps all its elementary increments for a batch when they fit in this many bytes."""
+
 PANEL = 0.125
 """Widest quadrature panel, in log-SNR."""
 
@@ -211,12 +214,14 @@ class BrownianPath(NoiseSource):
     def __init__(self, times: Iterable[float], seed: int = 0, kernels: Iterable[Kernel] = ()):
         super().__init__(seed)
         grid = np.unique(np.asarray([float(t) for t in times], dtype=np.float64))
+        grid = grid[np.concatenate([[True], np.diff(grid) > 1e-12 * np.maximum(1.0, np.abs(grid[1:]))])]
         if grid.size < 2 or not np.isfinite(grid).all():
             raise ValueError("times: need at least two distinct finite times")
         self.times = grid
         self.kernels = (None, *dict.fromkeys(kernels))
         t = torch.as_tensor(grid)
         self._factors = gram_factor(self.kernels, t[:-1], t[1:])
+        self._cache: torch.Tensor | None = None
 
     @classmethod
     def covering(cls, solver, model, grids: Iterable, seed: int = 0) -> BrownianPath:
@@ -239,6 +244,22 @@ class BrownianPath(NoiseSource):
         raise ValueError(f"{name}: time {t!r} is not on the Brownian path's times (build the path with "
                          f"BrownianPath.covering or include every grid and stage time)")
 
+    def _increment(self, j: int, like: torch.Tensor) -> torch.Tensor:
+        """The exact (m, *like.shape) increments of (W, I_K1, ...) over elementary interval j, in float64 on CPU."""
+        z = self._normals((1, j), len(self.kernels), like.to(device="cpu", dtype=torch.float64))
+        return torch.tensordot(self._factors[j], z, dims=1)
+
+    def _increments(self, lo: int, hi: int, like: torch.Tensor) -> torch.Tensor:
+        """Sum of the increments over elementary intervals lo..hi-1; all of them are kept when they fit in
+        :data:`CACHE_BYTES`, so the many runs of a study draw each one once."""
+        size = (len(self.times) - 1) * len(self.kernels) * like.numel() * 8
+        if size > CACHE_BYTES:
+            return sum((self._increment(j, like) for j in range(lo, hi)),
+                       torch.zeros(len(self.kernels), *like.shape, dtype=torch.float64))
+        if self._cache is None or self._cache.shape[2:] != like.shape:
+            self._cache = torch.stack([self._increment(j, like) for j in range(len(self.times) - 1)])
+        return self._cache[lo:hi].sum(0)
+
     def integrals(self, t_hi, t_lo, kernels, like):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
         rows = []
@@ -247,11 +268,7 @@ class BrownianPath(NoiseSource):
                 raise ValueError(f"kernels: {kernel!r} was not declared when the path was built "
                                  f"(declared: {self.kernels[1:]})")
             rows.append(self.kernels.index(kernel))
-        lo, hi = self._index(t_lo, "t_lo"), self._index(t_hi, "t_hi")
-        total = torch.zeros(len(self.kernels), *like.shape, dtype=torch.float64)
-        for j in range(lo, hi):
-            z = self._normals((1, j), len(self.kernels), like).to(device="cpu", dtype=torch.float64)
-            total += torch.tensordot(self._factors[j], z, dims=1)
+        total = self._increments(self._index(t_lo, "t_lo"), self._index(t_hi, "t_hi"), like)
         total = total.to(dtype=like.dtype, device=like.device)
         return tuple(total[r] for r in rows)
 

@@ -91,3 +91,40 @@ def _regression(h: np.ndarray, e: np.ndarray, corrections: int) -> tuple[float, 
     residual = np.log(e) - design @ coef
     scale = float(residual @ residual) / dof
     return float(coef[1]), float(np.sqrt(scale * np.linalg.inv(design.T @ design)[1, 1])), dof
+
+
+def bootstrap_fit(steps, samples, *, statistic=None, confidence: float = 0.95, resamples: int = 2000,
+                  seed: int = 0) -> OrderFit:
+    r"""Order of a Monte Carlo error, with a bootstrap interval over trajectories.
+
+    ``samples`` is (len(steps), N): one value per step size and trajectory, the trajectories shared across step
+    sizes (coupled runs), e.g. squared strong errors. ``statistic`` maps the per-step means of a resample to errors
+    (default: the square root, the RMS of squared errors). The slope of log error on log step is fitted by least
+    squares; its interval is the percentile interval of the slopes over ``resamples`` resamples of whole
+    trajectories, which keeps the correlation between step sizes that coupling creates.
+    """
+    h = np.asarray(steps, dtype=float)
+    values = np.asarray(samples, dtype=float)
+    if values.ndim != 2 or values.shape[0] != h.shape[0]:
+        raise ValueError(f"samples: expected shape ({h.shape[0]}, N), got {values.shape}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("samples: contain NaN or inf (a diverged run?)")
+    statistic = np.sqrt if statistic is None else statistic
+    order = np.argsort(h)
+    h, values = h[order], values[order]
+    design = np.stack([np.ones_like(h), np.log(h)], axis=1)
+
+    def slopes(means: np.ndarray) -> np.ndarray:
+        coef, *_ = np.linalg.lstsq(design, np.log(statistic(means)), rcond=None)
+        return coef[1]
+
+    errors = statistic(values.mean(axis=1))
+    slope = float(slopes(values.mean(axis=1)))
+    rng = np.random.default_rng(seed)
+    n = values.shape[1]
+    boot = np.array([slopes(values[:, rng.integers(0, n, n)].mean(axis=1)) for _ in range(resamples)])
+    low, high = np.quantile(boot, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    local = np.diff(np.log(errors)) / np.diff(np.log(h))
+    return OrderFit(order=slope, low=float(low), high=float(high), ci_low=float(low), ci_high=float(high),
+                    stderr=float(boot.std(ddof=1)), truncation=0.0, confidence=confidence, steps=h, errors=errors,
+                    local_slopes=local, dropped=())
