@@ -94,14 +94,15 @@ def _regression(h: np.ndarray, e: np.ndarray, corrections: int) -> tuple[float, 
 
 
 def bootstrap_fit(steps, samples, *, statistic=None, confidence: float = 0.95, resamples: int = 2000,
-                  seed: int = 0) -> OrderFit:
+                  corrections: int = 1, seed: int = 0) -> OrderFit:
     r"""Order of a Monte Carlo error, with a bootstrap interval over trajectories.
 
     ``samples`` is (len(steps), N): one value per step size and trajectory, the trajectories shared across step
     sizes (coupled runs), e.g. squared strong errors. ``statistic`` maps the per-step means of a resample to errors
-    (default: the square root, the RMS of squared errors). The slope of log error on log step is fitted by least
-    squares; its interval is the percentile interval of the slopes over ``resamples`` resamples of whole
-    trajectories, which keeps the correlation between step sizes that coupling creates.
+    (default: the square root, the RMS of squared errors). The model is that of :func:`fit_order` (``corrections``
+    terms of the error expansion); the sampling part of the interval is the percentile interval of the slopes over
+    ``resamples`` resamples of whole trajectories, which keeps the correlation that coupling creates between step
+    sizes, and the truncation part is the change of the estimate when the last correction term is dropped.
     """
     h = np.asarray(steps, dtype=float)
     values = np.asarray(samples, dtype=float)
@@ -109,22 +110,26 @@ def bootstrap_fit(steps, samples, *, statistic=None, confidence: float = 0.95, r
         raise ValueError(f"samples: expected shape ({h.shape[0]}, N), got {values.shape}")
     if not np.all(np.isfinite(values)):
         raise ValueError("samples: contain NaN or inf (a diverged run?)")
+    if len(h) < corrections + 3:
+        raise ValueError(f"steps: need at least {corrections + 3} step sizes for {corrections} correction terms")
     statistic = np.sqrt if statistic is None else statistic
     order = np.argsort(h)
     h, values = h[order], values[order]
-    design = np.stack([np.ones_like(h), np.log(h)], axis=1)
 
-    def slopes(means: np.ndarray) -> np.ndarray:
+    def slope(means: np.ndarray, k: int = corrections) -> float:
+        design = np.stack([np.ones_like(h), np.log(h)] + [h**j for j in range(1, k + 1)], axis=1)
         coef, *_ = np.linalg.lstsq(design, np.log(statistic(means)), rcond=None)
-        return coef[1]
+        return float(coef[1])
 
-    errors = statistic(values.mean(axis=1))
-    slope = float(slopes(values.mean(axis=1)))
+    means = values.mean(axis=1)
+    errors = statistic(means)
+    estimate = slope(means)
+    truncation = abs(estimate - slope(means, corrections - 1)) if corrections > 0 else 0.0
     rng = np.random.default_rng(seed)
     n = values.shape[1]
-    boot = np.array([slopes(values[:, rng.integers(0, n, n)].mean(axis=1)) for _ in range(resamples)])
-    low, high = np.quantile(boot, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    boot = np.array([slope(values[:, rng.integers(0, n, n)].mean(axis=1)) for _ in range(resamples)])
+    ci_low, ci_high = (float(v) for v in np.quantile(boot, [0.5 - confidence / 2, 0.5 + confidence / 2]))
     local = np.diff(np.log(errors)) / np.diff(np.log(h))
-    return OrderFit(order=slope, low=float(low), high=float(high), ci_low=float(low), ci_high=float(high),
-                    stderr=float(boot.std(ddof=1)), truncation=0.0, confidence=confidence, steps=h, errors=errors,
-                    local_slopes=local, dropped=())
+    return OrderFit(order=estimate, low=ci_low - truncation, high=ci_high + truncation, ci_low=ci_low,
+                    ci_high=ci_high, stderr=float(boot.std(ddof=1)), truncation=truncation, confidence=confidence,
+                    steps=h, errors=errors, local_slopes=local, dropped=())
