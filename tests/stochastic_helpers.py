@@ -1,0 +1,82 @@
+"""Shared helpers of the classical stochastic solvers' tests: preset noise, problems on other schedules, and a
+statistically bounded check of output moments against the exact marginal."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from sdetoolkit import get_problem, make_grid
+from sdetoolkit.noise import IIDNoise, NoiseSource, gram_factor
+from sdetoolkit.schedules import get_schedule
+from sdetoolkit.solvers import get_solver, sample
+
+WINDOWS = {"vp-linear": (1e-3, 1.0), "vp-cosine": (1e-3, 0.99), "ve": (1e-3, 1.0), "edm": (0.002, 80.0),
+           "flow": (1e-3, 0.99)}
+
+
+def gauss_1d_on(schedule: str):
+    """gauss-1d (N(1, 0.25)) noised by another schedule family, on a window away from its singular ends."""
+    t_min, t_max = WINDOWS[schedule]
+    return dataclasses.replace(get_problem("gauss-1d"), schedule=get_schedule(schedule), t_min=t_min, t_max=t_max)
+
+
+def start(problem, n=8, seed=0):
+    return problem.prior().sample(n, torch.Generator().manual_seed(seed))
+
+
+class FixedNoise(NoiseSource):
+    """Preset standard normals handed out in call order, with every request recorded.
+
+    ``normal`` returns the next draw; ``integrals`` over m kernels returns the exact Gram factor of the interval times
+    the next m draws (for one kernel: sqrt of the integral of K^2 times the draw), like :class:`IIDNoise`.
+    """
+
+    def __init__(self, draws):
+        super().__init__(0)
+        self.draws = list(draws)
+        self.calls: list[tuple] = []
+        self.k = 0
+
+    def reset(self):
+        self.k = 0
+        self.calls = []
+
+    def _next(self, m):
+        out = self.draws[self.k:self.k + m]
+        if len(out) < m:
+            raise IndexError("FixedNoise: ran out of preset draws")
+        self.k += m
+        return out
+
+    def normal(self, t_hi, t_lo, like):
+        t_hi, t_lo = self._check_interval(t_hi, t_lo)
+        self.calls.append(("normal", t_hi, t_lo))
+        return self._next(1)[0].to(like)
+
+    def integrals(self, t_hi, t_lo, kernels, like):
+        t_hi, t_lo = self._check_interval(t_hi, t_lo)
+        kernels = list(kernels)
+        self.calls.append(("integrals", t_hi, t_lo, tuple(None if k is None else k.name for k in kernels)))
+        factor = gram_factor(kernels, torch.tensor([t_lo], dtype=torch.float64),
+                             torch.tensor([t_hi], dtype=torch.float64))[0].to(like)
+        return tuple(torch.tensordot(factor, torch.stack(self._next(len(kernels))).to(like), dims=1))
+
+
+def draws(count, shape, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=generator, dtype=torch.float64) for _ in range(count)]
+
+
+def moment_z_scores(name, problem, steps, n_samples, seed=0, grid="uniform-lambda", **params):
+    """z-scores of the sample mean and sample variance of a run from the exact prior, against the exact marginal at
+    t_min: (mean - m)/sqrt(v/N) and (var - v)/(v sqrt(2/(N - 1))), the standard errors of a Gaussian sample of size
+    N. Each is N(0, 1) up to the discretisation bias, which the callers keep small by their choice of steps."""
+    x_T = problem.prior().sample(n_samples, torch.Generator().manual_seed(seed))
+    times = make_grid(grid, problem.schedule, steps, problem.t_min, problem.t_max)
+    y = sample(get_solver(name, **params), problem.model(), times, x_T, IIDNoise(seed + 1))[:, 0]
+    target = problem.target()
+    m, v = float(target.mean()[0]), float(target.covariance()[0, 0])
+    return (float(y.mean()) - m) / math.sqrt(v / n_samples), (float(y.var()) - v) / (v * math.sqrt(2 / (n_samples - 1)))
