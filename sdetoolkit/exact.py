@@ -30,7 +30,7 @@ import torch
 from .distributions import Gaussian
 from .grids import make_grid
 from .models import AnalyticModel
-from .noise import NoiseSource, gram_factor
+from .noise import NoiseSource, step_factor
 from .solvers.base import Solver, sample
 
 SUPERPOSITION_TOLERANCE = 1e-9
@@ -120,9 +120,8 @@ class _Probe(NoiseSource):
 
     def integrals(self, t_hi, t_lo, kernels, like):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
-        kernels = list(kernels)
-        factor = gram_factor(kernels, torch.tensor([t_lo], dtype=torch.float64),
-                             torch.tensor([t_hi], dtype=torch.float64))[0].to(like)
+        kernels = tuple(kernels)
+        factor = step_factor(kernels, t_lo, t_hi).to(like)
         return tuple(torch.tensordot(factor, self._units(len(kernels), like), dims=1))
 
     def reset(self) -> None:

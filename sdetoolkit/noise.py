@@ -30,6 +30,7 @@ difference :math:`\int K^2 - (\int K)^2/\Delta t`.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections import Counter
@@ -131,6 +132,13 @@ def gram_factor(kernels: Sequence[Kernel | None], lo: torch.Tensor, hi: torch.Te
     return (sign[..., :, None] * r).transpose(-1, -2)
 
 
+@functools.lru_cache(maxsize=65536)
+def step_factor(kernels: tuple[Kernel | None, ...], t_lo: float, t_hi: float) -> torch.Tensor:
+    """:func:`gram_factor` of one interval (m, m), memoised: every run over a grid asks for the same steps."""
+    ends = (torch.tensor([t], dtype=torch.float64) for t in (t_lo, t_hi))
+    return gram_factor(kernels, *ends)[0]
+
+
 def _bits(value: float) -> int:
     return struct.unpack("<Q", struct.pack("<d", value))[0]
 
@@ -196,9 +204,8 @@ class IIDNoise(NoiseSource):
 
     def integrals(self, t_hi, t_lo, kernels, like):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
-        kernels = list(kernels)
-        factor = gram_factor(kernels, torch.tensor([t_lo], dtype=torch.float64),
-                             torch.tensor([t_hi], dtype=torch.float64))[0].to(like.dtype).to(like.device)
+        kernels = tuple(kernels)
+        factor = step_factor(kernels, t_lo, t_hi).to(dtype=like.dtype, device=like.device)
         z = self._normals(self._fresh_key(0, t_hi, t_lo), len(kernels), like)
         return tuple(torch.tensordot(factor, z, dims=1))
 
