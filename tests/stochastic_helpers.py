@@ -80,3 +80,47 @@ def moment_z_scores(name, problem, steps, n_samples, seed=0, grid="uniform-lambd
     target = problem.target()
     m, v = float(target.mean()[0]), float(target.covariance()[0, 0])
     return (float(y.mean()) - m) / math.sqrt(v / n_samples), (float(y.var()) - v) / (v * math.sqrt(2 / (n_samples - 1)))
+
+
+def exact_reverse_kernel(problem):
+    r"""The kernel :math:`\Phi(t_{min}, u)\,g(u)` of the exact reverse-SDE solution of a 1-d Gaussian problem.
+
+    With the exact score the reverse SDE is linear with additive noise; its solution from t_max to t_min is
+    :math:`\alpha_{min}\mu + \Phi(t_{min}, t_{max})(x_T - \alpha_{max}\mu) + \int_{t_{min}}^{t_{max}}
+    \Phi(t_{min}, u)\,g(u)\,\mathrm{d}\bar W(u)`, with :math:`\Phi(s, u) = \alpha_u v_s/(\alpha_s v_u)` and
+    :math:`v = \alpha^2 c + \sigma^2` (the mean coefficient of ``Gaussian.reverse_sde_transition``).
+    """
+    from sdetoolkit.noise import Kernel
+
+    s = problem.schedule
+    mu, c = float(problem.distribution.mean()[0]), float(problem.distribution.covariance()[0, 0])
+    a_min = float(s.alpha(problem.t_min))
+    v_min = float(s.alpha(problem.t_min)) ** 2 * c + float(s.sigma(problem.t_min)) ** 2
+    return Kernel(f"exact-reverse-solution[{s!r}, mu={mu}, c={c}, t_min={problem.t_min}]",
+                  lambda u: s.alpha(u) * v_min / (a_min * (s.alpha(u) ** 2 * c + s.sigma(u) ** 2)) * s.g2(u).sqrt(), s)
+
+
+def exact_reverse_solution(problem, x_T, path):
+    """The exact reverse-SDE solution at t_min from x_T at t_max on ``path`` (which declares exact_reverse_kernel)."""
+    s = problem.schedule
+    mu, c = float(problem.distribution.mean()[0]), float(problem.distribution.covariance()[0, 0])
+    a_min, a_max = float(s.alpha(problem.t_min)), float(s.alpha(problem.t_max))
+    v_min, v_max = (float(s.alpha(u)) ** 2 * c + float(s.sigma(u)) ** 2 for u in (problem.t_min, problem.t_max))
+    (integral,) = path.integrals(problem.t_max, problem.t_min, (exact_reverse_kernel(problem),), x_T)
+    return a_min * mu + (a_max * v_min) / (a_min * v_max) * (x_T - a_max * mu) + integral
+
+
+def strong_squared_errors(name, problem, steps, n_samples, seed=0, **params):
+    """Squared strong errors (len(steps), N) of runs of a 1-d Gaussian problem on nested uniform-lambda grids, all
+    driven by one Brownian path, against :func:`exact_reverse_solution` on that path (its integral is drawn jointly
+    exactly with every increment the solver uses)."""
+    from sdetoolkit.noise import BrownianPath
+
+    solver = get_solver(name, **params)
+    grids = [make_grid("uniform-lambda", problem.schedule, n, problem.t_min, problem.t_max) for n in steps]
+    covering = BrownianPath.covering(solver, problem.model(), grids, seed=seed)
+    path = BrownianPath(covering.times, seed, kernels=[*covering.kernels[1:], exact_reverse_kernel(problem)])
+    x_T = problem.prior().sample(n_samples, torch.Generator().manual_seed(seed))
+    exact = exact_reverse_solution(problem, x_T, path)
+    return torch.stack([((sample(solver, problem.model(), grid, x_T, path) - exact)[:, 0] ** 2)
+                        for grid in grids]).numpy()

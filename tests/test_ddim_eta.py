@@ -8,7 +8,7 @@ import torch
 from stochastic_helpers import FixedNoise, draws, gauss_1d_on, moment_z_scores, start
 
 from sdetoolkit import get_problem, make_grid
-from sdetoolkit.noise import IIDNoise
+from sdetoolkit.noise import BrownianPath, IIDNoise
 from sdetoolkit.solvers import get_solver, sample
 
 N_SAMPLES, STEPS = 2000, 400
@@ -47,6 +47,24 @@ def test_eta_one_is_ddpm_posterior_with_beta_tilde(schedule):
     a = sample(get_solver("ddim-eta", eta=1.0), problem.model(), grid, x, IIDNoise(7))
     b = sample(get_solver("ddpm", variance="fixed_small"), problem.model(), grid, x, IIDNoise(7))
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["vp-linear", "edm"])
+@pytest.mark.parametrize("brownian", [False, True])
+def test_eta_one_is_sde_dpm_solver_pp_1_and_seeds_1_on_the_same_noise(schedule, brownian):
+    """DDIM(eta = 1) = DDPM (beta tilde) = SDE-DPM-Solver++1 = SEEDS-1 (data form): with IID noise, and on one
+    Brownian path, since all four draw the step's noise as the data-prediction kernel's integral."""
+    problem = gauss_1d_on(schedule)
+    grid = make_grid("uniform-lambda", problem.schedule, 10, problem.t_min, problem.t_max)
+    x = start(problem, 16)
+    names = ["ddim-eta", "ddpm", "sde-dpmpp-1", "seeds-1-data"]
+    if brownian:
+        path = BrownianPath.covering(get_solver("ddim-eta"), problem.model(), [grid], seed=1)
+        outputs = [sample(get_solver(name), problem.model(), grid, x, path) for name in names]
+    else:
+        outputs = [sample(get_solver(name), problem.model(), grid, x, IIDNoise(3)) for name in names]
+    for other in outputs[1:]:
+        torch.testing.assert_close(other, outputs[0], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("eta", [0.3, 1.0])

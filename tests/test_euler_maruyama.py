@@ -6,13 +6,23 @@ import math
 
 import pytest
 import torch
-from stochastic_helpers import FixedNoise, draws, gauss_1d_on, moment_z_scores, start
+from stochastic_helpers import (
+    FixedNoise,
+    draws,
+    exact_reverse_kernel,
+    exact_reverse_solution,
+    gauss_1d_on,
+    moment_z_scores,
+    start,
+    strong_squared_errors,
+)
 
 from sdetoolkit import get_problem, make_grid
-from sdetoolkit.noise import IIDNoise, noise_prediction_kernel
+from sdetoolkit.noise import BrownianPath, IIDNoise, noise_prediction_kernel
 from sdetoolkit.schedules import get_schedule
 from sdetoolkit.solvers import get_solver, sample
 from sdetoolkit.solvers.euler_maruyama import drift_integral
+from sdetoolkit.studies.order import bootstrap_fit
 
 N_SAMPLES, STEPS = 2000, 400
 """Moment checks: the first-order bias in the variance (about 2.5/n here) stays below one standard error
@@ -138,6 +148,32 @@ def test_drift_is_exact_for_the_frozen_score_ode():
 def test_converges_to_the_exact_marginal_on_gauss_1d(name):
     z_mean, z_var = moment_z_scores(name, get_problem("gauss-1d"), STEPS, N_SAMPLES)
     assert abs(z_mean) < 4 and abs(z_var) < 4, (z_mean, z_var)
+
+
+def test_exact_reference_of_the_strong_study_has_the_exact_marginal():
+    """The strong study's reference, the exact reverse-SDE solution on a Brownian path, has the exact marginal at
+    t_min (z-tests of mean and variance, N = 20000), and a 4096-step Euler-Maruyama run on the same path is within
+    0.005 RMS of it (strong error about 0.7/n)."""
+    problem = get_problem("gauss-1d")
+    path = BrownianPath([problem.t_min, problem.t_max], 3, kernels=[exact_reverse_kernel(problem)])
+    n = 20000
+    y = exact_reverse_solution(problem, problem.prior().sample(n, torch.Generator().manual_seed(2)), path)[:, 0]
+    m, v = float(problem.target().mean()[0]), float(problem.target().covariance()[0, 0])
+    assert abs(float(y.mean()) - m) < 4 * math.sqrt(v / n)
+    assert abs(float(y.var()) - v) < 4 * v * math.sqrt(2 / (n - 1))
+    assert float(strong_squared_errors("euler-maruyama", problem, [4096], 500).mean()) ** 0.5 < 0.005
+
+
+@pytest.mark.parametrize("name", ["euler-maruyama", "exp-euler-maruyama"])
+def test_strong_order_on_gauss_1d_is_one_not_the_generic_half(name):
+    """Finding: Kloeden & Platen's strong order 0.5 is for multiplicative noise; the reverse SDE's noise g(t) dW is
+    additive, where Euler-Maruyama is the Milstein scheme and has strong order 1 (Kloeden & Platen 1992, Sec. 10.3).
+    RMS errors against the exact solution on one Brownian path, 2000 coupled trajectories, 16 to 256 steps; the
+    bootstrap interval must contain 1 and exclude 0.5."""
+    steps = [16, 32, 64, 128, 256]
+    fit = bootstrap_fit([1 / n for n in steps], strong_squared_errors(name, get_problem("gauss-1d"), steps, 2000),
+                        resamples=500)
+    assert fit.contains(1.0) and not fit.contains(0.5), str(fit)
 
 
 def test_claims():
