@@ -44,7 +44,7 @@ def main() -> None:
                 errors.append((y - reference).pow(2).mean().sqrt().item())
             fit = fit_order([1 / n for n in steps], errors, floor=FLOOR[problem.name])
             claimed = get_solver(name).claimed().order
-            finding = [f for f in FINDINGS if f.solver == name and f.problem == problem.name]
+            finding = [f for f in FINDINGS if f.solver == name and f.problem == problem.name and f.kind == "global"]
             status = ("finding: measured " + f"{finding[0].measured:g}") if finding else (
                 "agrees" if fit.contains(claimed) else "MISMATCH (unexplained)")
             local = ", ".join(f"{v:.2f}" for v in fit.local_slopes)

@@ -17,6 +17,8 @@ class Finding:
 
     ``measured`` is the asymptotic order. Where the test window (32..256 steps on gauss-1d, 64..1024 on
     gmm-1d-bimodal) has not reached it yet, ``window`` is the order fitted there, which the tests check instead.
+    ``kind`` is what was measured: 'global' (ODE error against the exact flow), 'weak' (exact W2 of the output
+    law) or 'strong' (pathwise, on one Brownian path).
     """
 
     solver: str
@@ -25,6 +27,7 @@ class Finding:
     measured: float
     explanation: str
     window: float | None = None
+    kind: str = "global"
 
 
 DPMPP_3M = (
