@@ -23,11 +23,16 @@ class Finding:
 
     solver: str
     problem: str
-    claimed: float
+    claimed: float | None
     measured: float
     explanation: str
     window: float | None = None
     kind: str = "global"
+
+    def summary(self) -> str:
+        """One line: what was measured against what was claimed, where, and why."""
+        claimed = "no claim" if self.claimed is None else f"claimed {self.claimed:g}"
+        return f"{self.kind} order measured {self.measured:g} vs {claimed} on {self.problem}: {self.explanation}"
 
 
 DPMPP_3M = (
@@ -73,6 +78,62 @@ DEIS_WARMUP = (
     "linear near t_max), so it shows only at fine grids: on gauss-1d at N = 512..2048 the local slopes fall 3.92, "
     "3.79, 3.40, while replacing the first three steps by the exact flow gives 3.97, 3.99, 3.99.")
 
+EULER_MARUYAMA_ADDITIVE = (
+    "The reverse SDE's noise g(t) dW does not depend on x (additive noise). There the Milstein correction vanishes, "
+    "Euler-Maruyama coincides with the Milstein scheme and converges strongly at order 1 (Kloeden & Platen 1992, "
+    "Sec. 10.3), above the order 1/2 it has for general diffusions. Measured on one Brownian path against the same "
+    "solver 16x finer: 1.06 [1.03, 1.09] on gauss-1d (tests/test_strong.py asserts 1 inside the interval and 0.5 "
+    "outside). Every first-order sampler with exact or Euler noise measures 1 here: ddpm, ddpm-large, "
+    "exp-euler-maruyama, reverse-diffusion.")
+
+SDE_3M_DIFFUSERS = (
+    "diffusers' DPMSolverMultistepScheduler with algorithm_type='sde-dpmsolver++' and solver_order=3 (added by a "
+    "community pull request, #9104) codes the second-difference weight as (1 - e^{-2h} - 2h)/(2h)^2 - 1/2, which "
+    "equals -phi_3 - 1 where k-diffusion's sample_dpmpp_3m_sde has -phi_3. The extra -alpha_t D2, about "
+    "-h^2 x0''/2 per step, makes the method first order: the exact W2 of its output law falls at local slopes "
+    "1.06 to 1.22 on gauss-1d and gauss-aniso-d64 (16..256 steps). sde-dpmpp-3m reproduces it as coded; "
+    "dpmpp-3m-sde (k-diffusion) does not have it.")
+
+SDE_3M_KDIFFUSION = (
+    "k-diffusion's sample_dpmpp_3m_sde uses the official DPM-Solver++ 3M second difference D2 = (D1_0 - "
+    "D1_1)/(r0 + r1) with -phi_3, which misses the factor 2 of the Taylor expansion (see dpmpp-3m): at eta = 0 it is "
+    "dpmpp-3m (heun warm-up) exactly, and with noise its exact W2 falls at order 2 (local slopes 2.02 to 2.05 at "
+    "the finest steps), not 3.")
+
+SEEDS_3_REPO = (
+    "The SEEDS repository's data-form SEEDS-3 (nfsrules/SEEDS, etd_serk.py) weights its third stage by "
+    "(c3/c2)((e^{-2 c2 h} - 1)/(c2 h) + 1), which tends to -2 instead of 0 as h -> 0 (the code's own comment "
+    "doubts it). seeds-3-data-repo keeps it and measures weak order 1 (exact W2, local slopes 0.95 to 0.68 from fine "
+    "to coarse); seeds-3-data uses the exact interpolant weight (as ComfyUI and the repository's own noise form do) "
+    "and measures 2 at the finest steps (1.87).")
+
+ER_SDE_ORDER = (
+    "The paper derives ER-SDE-Solver-k from a k-term Taylor expansion of x_theta in the exact solution, the ODE "
+    "argument. Along a stochastic path x_theta carries the Brownian increments (it is Hoelder-1/2 in s), so the "
+    "finite-difference derivatives that multistep orders 2 and 3 use are dominated by noise. Measured on gauss-1d: "
+    "strong order about 1 for orders 2 and 3 (phi = s^2, exact integrals, clip 0, one Brownian path: 1.05 "
+    "[0.91, 1.19] and 1.02 [0.87, 1.18]); weak order (exact W2) 2 for orders 2 and 3 once the official 100-point "
+    "Riemann sum and the 1e-6 variance clip are replaced (local slopes 2.04, 2.02 on EDM grids of 160..640 steps; "
+    "with them the slopes fall below 1 at fine grids, docs/er-sde.md). The claim's kind ('strong') is inferred: the "
+    "seed holds only the abstract.")
+
+LANGEVIN_BIAS = (
+    "The Langevin corrector's step 2 alpha (snr |z|/|score|)^2 (score_sde LangevinCorrector, batch-mean norms) makes "
+    "its resting law on a Gaussian marginal of variance v have variance v (1 + snr^2), whatever the step size: a bias "
+    "that no number of steps removes (measured 1.0277 +- 0.01 against 1.0256 predicted at snr = 0.16). The full PC "
+    "sampler at 1600 steps ends with variance ratio 1.026, against 1.009 for the predictor alone. The sampler is "
+    "not affine (its step depends on norms), so the exact-moment engine refuses it.")
+
+EDM_S_NOISE = (
+    "With the recommended S_noise = 1.003 (Karras et al. 2022, ImageNet-64 setting) each churn adds 0.6% too much "
+    "variance, a bias that does not shrink with the step count: the exact W2 stops falling near 2e-3 between 128 and "
+    "2048 steps. With S_noise = 1 the sampler converges at weak order 1.995 [1.914, 2.039] (gauss-1d).")
+
+RESTART_BIAS = (
+    "Restart's inner Heun steps and its restart interval are fixed by restart_info, and S_noise = 1.003 (the "
+    "README setting) over-injects noise at every restart, so refining the main grid does not reduce the error: the "
+    "exact W2 stays flat (local slopes 0.00 to 0.02). The paper states a W1 contraction bound, not an order.")
+
 FINDINGS = (
     Finding("deis-tab1", "gmm-1d-bimodal", claimed=2, measured=1, window=1.94, explanation=DEIS_RIEMANN),
     Finding("deis-tab2", "gauss-1d", claimed=3, measured=1, window=2.35, explanation=DEIS_RIEMANN),
@@ -105,6 +166,16 @@ FINDINGS = (
     Finding("ipndm", "gmm-1d-bimodal", claimed=4, measured=2, explanation=IPNDM),
     Finding("ipndm-v", "gauss-1d", claimed=4, measured=3, explanation=IPNDM_V),
     Finding("ipndm-v", "gmm-1d-bimodal", claimed=4, measured=3, explanation=IPNDM_V),
+    Finding("euler-maruyama", "gauss-1d", claimed=0.5, measured=1, kind="strong", explanation=EULER_MARUYAMA_ADDITIVE),
+    Finding("sde-dpmpp-3m", "gauss-1d", claimed=None, measured=1, kind="weak", explanation=SDE_3M_DIFFUSERS),
+    Finding("dpmpp-3m-sde", "gauss-1d", claimed=None, measured=2, kind="weak", explanation=SDE_3M_KDIFFUSION),
+    Finding("seeds-3-data-repo", "gauss-1d", claimed=None, measured=1, kind="weak", explanation=SEEDS_3_REPO),
+    Finding("er-sde-2", "gauss-1d", claimed=2, measured=1, kind="strong", explanation=ER_SDE_ORDER),
+    Finding("er-sde-3", "gauss-1d", claimed=3, measured=1, kind="strong", explanation=ER_SDE_ORDER),
+    Finding("er-sde-3", "gauss-1d", claimed=3, measured=2, kind="weak", explanation=ER_SDE_ORDER),
+    Finding("score-sde-pc", "gauss-1d", claimed=None, measured=0, kind="weak", explanation=LANGEVIN_BIAS),
+    Finding("edm-stochastic", "gauss-1d", claimed=None, measured=0, kind="weak", explanation=EDM_S_NOISE),
+    Finding("restart", "gauss-1d", claimed=None, measured=0, kind="weak", explanation=RESTART_BIAS),
 )
 
 
