@@ -16,7 +16,8 @@ replaced by its degree-r Lagrange extrapolation in t through :math:`t_i, t_{i-1}
 :math:`\ell_j(\tau) = \prod_{k\ne j}(\tau - t_{i-k})/(t_{i-j} - t_{i-k})`. On a VP schedule the weight is the
 official ``psi(tau, t_{i+1}) * eps_integrand(tau)`` :math:`= (\alpha_{i+1}/\alpha_\tau)(-f_\tau)/\sigma_\tau`
 (``vpsde.py``); the form above is the same function and also holds for VE, EDM and flow schedules.
-Quadrature (``quadrature``):
+Quadrature (``quadrature``; the weights live in :mod:`sdetoolkit.symbolic.lagrange`, which also integrates them
+exactly on sympy inputs):
 
 * ``"riemann"`` (official default): ``multistep.py::get_integrator_basis_fn``, the left Riemann sum on
   ``linspace(t_i, t_{i+1}, num_item, endpoint=False)`` with ``dt = (t_{i+1} - t_i)/num_item``, ``num_item = 10000``.
@@ -43,24 +44,24 @@ Not implemented: rhoAB-DEIS (``get_sampler_rho_ab``) and the iPNDM variant.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import sympy as sp
-import torch
 
+from ..symbolic import ops
+from ..symbolic.lagrange import GAUSS_NODES, GAUSS_PIECE, TAIL, lagrange_basis
+from ..symbolic.lagrange import gauss_weights as gauss_coefficients
+from ..symbolic.lagrange import riemann_weights as riemann_coefficients
 from .base import Claim, Param, Solver
 from .runge_kutta import TABLEAUS, ButcherTableau, ExplicitRungeKutta
 
 R = sp.Rational
 
+__all__ = ["GAUSS_NODES", "GAUSS_PIECE", "RK_METHODS", "TAIL", "RhoRKDEIS", "TimeABDEIS", "gauss_coefficients",
+           "lagrange_basis", "riemann_coefficients"]
+
 SOURCE = "Zhang & Chen 2023 (DEIS, arXiv 2204.13902), Sec. 4; official code qsh-zh/deis th_deis/"
 TAB_CLAIM = (SOURCE + "multistep.py: degree-r extrapolation of eps in t inside the exponential integrator, an "
              "exponential Adams-Bashforth method with r + 1 points (order r + 1); r = 0 is DDIM")
-
-GAUSS_NODES = 16
-GAUSS_PIECE = 1.0
-TAIL = 40.0
 
 RK_METHODS = {
     "1euler": TABLEAUS["euler"],
@@ -77,50 +78,6 @@ RK_METHODS = {
     "4rk": TABLEAUS["rk4"],
 }
 """The tableaus of the official ``rk.py::get_rk_fn``, validated against the order conditions on import."""
-
-
-def lagrange_basis(tau: np.ndarray, nodes) -> np.ndarray:
-    r"""(len(nodes), len(tau)): :math:`\ell_j(\tau) = \prod_{k\ne j}(\tau - t_k)/(t_j - t_k)` for each node j."""
-    nodes = [float(v) for v in nodes]
-    basis = np.ones((len(nodes), len(tau)))
-    for j, t_j in enumerate(nodes):
-        for k, t_k in enumerate(nodes):
-            if k != j:
-                basis[j] *= (tau - t_k) / (t_j - t_k)
-    return basis
-
-
-def _numpy(fn, t: np.ndarray) -> np.ndarray:
-    return fn(torch.as_tensor(t, dtype=torch.float64)).numpy()
-
-
-def riemann_coefficients(schedule, t_start: float, t_end: float, nodes, num_item: int = 10000) -> np.ndarray:
-    r"""The official :math:`C_{ij}`: a left Riemann sum of ``num_item`` points from ``t_start`` toward ``t_end``."""
-    tau = np.linspace(t_start, t_end, num_item, endpoint=False)
-    dt = (t_end - t_start) / num_item
-    alpha = _numpy(schedule.alpha, tau)
-    weight = (_numpy(schedule.dsigma_dt, tau) - _numpy(schedule.f, tau) * _numpy(schedule.sigma, tau)) / alpha
-    weight *= float(schedule.alpha(t_end))
-    return (lagrange_basis(tau, nodes) * weight).sum(axis=1) * dt
-
-
-def gauss_coefficients(schedule, t_start: float, t_end: float, nodes, n_nodes: int = GAUSS_NODES,
-                       piece: float = GAUSS_PIECE) -> np.ndarray:
-    r""":math:`C_{ij} = -\alpha_{i+1}\int \ell_j(t(\lambda)) e^{-\lambda}\,\mathrm{d}\lambda` by composite
-    Gauss-Legendre in :math:`\lambda` (pieces of length at most ``piece``, ``n_nodes`` nodes each)."""
-    lam_start, lam_end = float(schedule.lam(t_start)), float(schedule.lam(t_end))
-    if math.isinf(lam_end):
-        lam_end = lam_start + TAIL
-    pieces = max(1, math.ceil(abs(lam_end - lam_start) / piece))
-    edges = np.linspace(lam_start, lam_end, pieces + 1)
-    x, w = np.polynomial.legendre.leggauss(n_nodes)
-    half = 0.5 * np.diff(edges)
-    lam = (0.5 * (edges[1:] + edges[:-1]))[:, None] + half[:, None] * x[None, :]
-    weights = (half[:, None] * w[None, :]).ravel()
-    lam = lam.ravel()
-    tau = schedule.t_of_lambda(torch.as_tensor(lam, dtype=torch.float64)).numpy()
-    integrand = -np.exp(-lam) * weights
-    return float(schedule.alpha(t_end)) * (lagrange_basis(tau, nodes) * integrand).sum(axis=1)
 
 
 class TimeABDEIS(Solver):
@@ -161,9 +118,9 @@ class TimeABDEIS(Solver):
         past = [state.history[j] for j in range(state.order - 1)]
         nodes = [state.t] + [e.t for e in past]
         coef = self.coefficients(state.schedule, state.t, state.t_next, nodes)
-        x = (state.alpha(state.t_next) / state.alpha(state.t)) * state.x + float(coef[0]) * state.current()
+        x = (state.alpha(state.t_next) / state.alpha(state.t)) * state.x + ops.real(coef[0]) * state.current()
         for c, e in zip(coef[1:], past, strict=True):
-            x = x + float(c) * e.output
+            x = x + ops.real(c) * e.output
         return x
 
 

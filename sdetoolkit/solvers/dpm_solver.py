@@ -3,7 +3,7 @@ r"""DPM-Solver-1/2/3, singlestep, noise prediction (Lu et al. 2022, arXiv 2206.0
 Faithful to ``LuChengTHU/dpm-solver`` ``dpm_solver_pytorch.py`` (``algorithm_type="dpmsolver"``,
 ``dpm_solver_first_update``, ``singlestep_dpm_solver_second_update`` with r1 = 1/2,
 ``singlestep_dpm_solver_third_update`` with r1 = 1/3, r2 = 2/3). With :math:`h = \lambda_t - \lambda_s` and
-:math:`E = e^h - 1`:
+:math:`E = e^h - 1 = h\varphi_1(h)` (:mod:`sdetoolkit.symbolic.phi`; also :math:`E/h - 1 = h\varphi_2(h)`):
 
 * 1: :math:`x_t = (\alpha_t/\alpha_s)x_s - \sigma_t E\hat\varepsilon_s`;
 * 2: :math:`u = (\alpha_{s_1}/\alpha_s)x_s - \sigma_{s_1}(e^{r_1h}-1)\hat\varepsilon_s`, then
@@ -14,8 +14,8 @@ Faithful to ``LuChengTHU/dpm-solver`` ``dpm_solver_pytorch.py`` (``algorithm_typ
 
 from __future__ import annotations
 
-import math
-
+from ..symbolic import ops
+from ..symbolic.phi import phi
 from .base import Claim, Param, Solver
 
 SOURCE = "Lu et al. 2022 (DPM-Solver, arXiv 2206.00927), Thm. 3.2"
@@ -41,7 +41,7 @@ class DPMSolverSinglestep(Solver):
     def _point(self, state, lam_s: float, h: float, r: float):
         """(t, alpha, sigma, e^{r h} - 1) at lambda_s + r h."""
         t_r = state.t_next if r == 1 else state.t_of_lam(lam_s + r * h)
-        return t_r, state.alpha(t_r), state.sigma(t_r), math.expm1(r * h)
+        return t_r, state.alpha(t_r), state.sigma(t_r), ops.expm1(r * h)
 
     def step(self, state):
         lam = state.lam(state.t)
@@ -63,6 +63,6 @@ class DPMSolverSinglestep(Solver):
         u1 = (alpha1 / alpha) * state.x - sigma1 * e1 * eps
         d1 = state.evaluate(u1, t1) - eps
         u2 = ((alpha2 / alpha) * state.x - sigma2 * e2 * eps
-              - sigma2 * (r2 / r1) * (e2 / (r2 * h) - 1) * d1)
+              - sigma2 * (r2 / r1) * (r2 * h * phi(2, r2 * h)) * d1)          # (e2 / (r2 h) - 1)
         d2 = state.evaluate(u2, t2) - eps
-        return base - (sigma_t / r2) * (big_e / h - 1) * d2
+        return base - (sigma_t / r2) * (h * phi(2, h)) * d2                    # (E / h - 1)

@@ -2,7 +2,8 @@ r"""DPM-Solver++ (Lu et al. 2022b, arXiv 2211.01095): data-prediction exponentia
 
 Faithful to ``LuChengTHU/dpm-solver`` ``dpm_solver_pytorch.py`` with ``algorithm_type="dpmsolver++"``. With
 :math:`h = \lambda_t - \lambda_s`, :math:`\varphi_1 = e^{-h} - 1`, :math:`\varphi_2 = \varphi_1/h + 1`,
-:math:`\varphi_3 = \varphi_2/h - \tfrac12`, past outputs :math:`m_k` and ratios :math:`r_k` of past steps to h:
+:math:`\varphi_3 = \varphi_2/h - \tfrac12` (the official recurrence; evaluated without its cancellation by
+:func:`sdetoolkit.symbolic.phi.data_phis`), past outputs :math:`m_k` and ratios :math:`r_k` of past steps to h:
 
 * 1: :math:`x_t = (\sigma_t/\sigma_s)x_s - \alpha_t\varphi_1 m_0`;
 * 2M: adds :math:`-\tfrac12\alpha_t\varphi_1 D_0` (midpoint) or :math:`+\alpha_t\varphi_2 D_0` (heun),
@@ -19,18 +20,11 @@ Warm-up uses orders 1 .. order-1; ``lower_order_final`` lowers the last steps' o
 
 from __future__ import annotations
 
-import math
-
+from ..symbolic import ops
+from ..symbolic.phi import data_phis
 from .base import Claim, Param, Solver
 
 SOURCE = "Lu et al. 2022b (DPM-Solver++, arXiv 2211.01095), Sec. 4 and App. B"
-
-
-def _phis(h: float) -> tuple[float, float, float]:
-    """(phi_1, phi_2, phi_3) as the official code computes them."""
-    phi_1 = math.expm1(-h)
-    phi_2 = phi_1 / h + 1.0
-    return phi_1, phi_2, phi_2 / h - 0.5
 
 
 class DPMSolverPPMultistep(Solver):
@@ -61,7 +55,7 @@ class DPMSolverPPMultistep(Solver):
         t, t_next = state.t, state.t_next
         lam, lam_next = state.lam(t), state.lam(t_next)
         h = lam_next - lam
-        phi_1, phi_2, phi_3 = _phis(h)
+        phi_1, phi_2, phi_3 = data_phis(h)
         alpha_next = state.alpha(t_next)
         m0 = state.current()
         x = (state.sigma(t_next) / state.sigma(t)) * state.x - alpha_next * phi_1 * m0
@@ -101,8 +95,8 @@ class DPMSolverPP2S(Solver):
         t_mid = state.t_of_lam(lam_mid)
         sigma = state.sigma(t)
         m0 = state.current()
-        u = (state.sigma(t_mid) / sigma) * state.x - state.alpha(t_mid) * math.expm1(-self.r1 * h) * m0
+        u = (state.sigma(t_mid) / sigma) * state.x - state.alpha(t_mid) * ops.expm1(-self.r1 * h) * m0
         m_mid = state.evaluate(u, t_mid)
-        alpha_next, phi_1 = state.alpha(t_next), math.expm1(-h)
+        alpha_next, phi_1 = state.alpha(t_next), ops.expm1(-h)
         return ((state.sigma(t_next) / sigma) * state.x - alpha_next * phi_1 * m0
                 - (alpha_next * phi_1 / (2 * self.r1)) * (m_mid - m0))

@@ -9,6 +9,7 @@ samplers.
 
 from __future__ import annotations
 
+from ..symbolic import ops
 from .base import Claim, Param, Solver
 
 
@@ -37,7 +38,7 @@ class EDMSampler(Solver):
     def step(self, state):
         sched = state.schedule
         alpha, alpha_next = state.alpha(state.t), state.alpha(state.t_next)
-        s, s_next = float(sched.sigma_over_alpha(state.t)), float(sched.sigma_over_alpha(state.t_next))
+        s, s_next = ops.real(sched.sigma_over_alpha(state.t)), ops.real(sched.sigma_over_alpha(state.t_next))
         x_tilde = state.x / alpha
         d = (x_tilde - state.current()) / s
         x_next = x_tilde + (s_next - s) * d

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 
+from ..symbolic import ops
 from .base import Claim, Param, Solver
 from .pndm import ADAMS_BASHFORTH, linear_combination
 
@@ -90,13 +91,13 @@ class IPNDM(Solver):
     def step(self, state):
         sched = state.schedule
         t, t_next = state.t, state.t_next
-        s, s_next = float(sched.sigma_over_alpha(t)), float(sched.sigma_over_alpha(t_next))
+        s, s_next = ops.real(sched.sigma_over_alpha(t)), ops.real(sched.sigma_over_alpha(t_next))
         x_tilde = state.x / state.alpha(t)
         past = [state.history[k] for k in range(state.order - 1)]
         slopes = [(x_tilde - state.current()) / s]
-        slopes += [(e.x / state.alpha(e.t) - e.output) / float(sched.sigma_over_alpha(e.t)) for e in past]
+        slopes += [(e.x / state.alpha(e.t) - e.output) / ops.real(sched.sigma_over_alpha(e.t)) for e in past]
         if self.variable_step:
-            sigmas = [s_next, s] + [float(sched.sigma_over_alpha(e.t)) for e in past]
+            sigmas = [s_next, s] + [ops.real(sched.sigma_over_alpha(e.t)) for e in past]
             coefficients = ipndm_v_coefficients(tuple(a - b for a, b in itertools.pairwise(sigmas)))
         else:
             coefficients = ADAMS_BASHFORTH[state.order]

@@ -31,19 +31,16 @@ here t is continuous and the schedule is evaluated at the exact midpoint.
 
 from __future__ import annotations
 
+from ..symbolic.lagrange import equal_step_adams_bashforth
 from .base import Claim, Param, Solver
 
 SOURCE = "Liu et al. 2022 (PNDM, ICLR 2022, arXiv 2202.09778)"
 CLAIM = Claim(2, "global", f"{SOURCE}, Sec. 3 (convergence of the pseudo numerical methods: second order, "
                            f"DDIM first order)")
 
-#: Equal-step Adams-Bashforth coefficients, most recent evaluation first (used by PNDM, PLMS and iPNDM).
-ADAMS_BASHFORTH = {
-    1: (1.0,),
-    2: (3 / 2, -1 / 2),
-    3: (23 / 12, -16 / 12, 5 / 12),
-    4: (55 / 24, -59 / 24, 37 / 24, -9 / 24),
-}
+#: Equal-step Adams-Bashforth coefficients, most recent evaluation first (used by PNDM, PLMS and iPNDM): [1],
+#: [3, -1]/2, [23, -16, 5]/12, [55, -59, 37, -9]/24, integrated exactly in :mod:`sdetoolkit.symbolic.lagrange`.
+ADAMS_BASHFORTH = {order: tuple(float(w) for w in equal_step_adams_bashforth(order)) for order in range(1, 5)}
 
 
 def transfer(state, x, t: float, t_next: float, eps):

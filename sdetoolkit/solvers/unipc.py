@@ -12,8 +12,8 @@ and past outputs :math:`m_k` at :math:`\lambda_{s_k}`:
 * :math:`B(h) = hh` (bh1) or :math:`e^{hh} - 1` (bh2);
 * :math:`R_{jk} = r_k^{j-1}` (j = 1 .. p, with :math:`r_p = 1` for the new point) and
   :math:`b_j = j!\,hh\,\varphi_{j+1}(hh)/B(h)`, :math:`\varphi_{j+1}(z) = (e^z - \sum_{m=0}^{j} z^m/m!)/z^{j+1}`,
-  computed by the official recurrence :math:`g_1 = (e^{hh} - 1)/hh - 1`, :math:`g_{j+1} = g_j/hh - 1/(j+1)!`,
-  :math:`b_j = j!\,g_j/B(h)`;
+  the official recurrence :math:`g_1 = (e^{hh} - 1)/hh - 1`, :math:`g_{j+1} = g_j/hh - 1/(j+1)!`,
+  :math:`b_j = j!\,g_j/B(h)`; all coefficients come from :mod:`sdetoolkit.symbolic.unipc`;
 * **UniP-p:** :math:`\rho^p` solves :math:`R_{1:p-1,1:p-1}\rho^p = b_{1:p-1}` (the official code fixes
   :math:`\rho^p = [\tfrac12]` for p = 2), :math:`x^p = \tilde x - \alpha_t B(h) \sum_k \rho^p_k D_k`;
 * **UniC-p:** :math:`\rho^c` solves :math:`R\rho^c = b` (fixed :math:`[\tfrac12]` for p = 1); with
@@ -32,50 +32,13 @@ Claims (Zhao et al. 2023, Sec. 3): UniC-p raises the order of accuracy of a p-th
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
+from ..symbolic import ops
+from ..symbolic.unipc import unipc_coefficients
 from .base import Claim, Param, Solver
 
 SOURCE = "Zhao et al. 2023 (UniPC, arXiv 2302.04867), Sec. 3: Thm 3.1 (UniC-p), Cor. 3.2 (UniP-p)"
 CITATION = ("Zhao, Bai, Rao, Zhou & Lu 2023, UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of "
             "Diffusion Models (NeurIPS 2023, arXiv 2302.04867); wl-zhao/UniPC uni_pc.py, multistep_uni_pc_bh_update")
-
-
-def unipc_coefficients(h: float, rks, variant: str, corrector: bool = True):
-    """(B(h), rho_p, rho_c) for one step of order p = len(rks) + 1, as the official code computes them.
-
-    ``h`` is lambda_t - lambda_s; ``rks`` are the ratios r_1 .. r_{p-1} of the past points. ``rho_p`` has p - 1
-    entries (empty for p = 1); ``rho_c`` has p entries, the last for the new point (None without corrector).
-    """
-    order = len(rks) + 1
-    hh = -h
-    if variant == "bh1":
-        b_h = hh
-    elif variant == "bh2":
-        b_h = math.expm1(hh)
-    else:
-        raise ValueError(f"variant: expected 'bh1' or 'bh2', got {variant!r}")
-    ratios = np.array([*rks, 1.0], dtype=np.float64)
-    r_matrix = np.stack([ratios ** (j - 1) for j in range(1, order + 1)])
-    b = np.empty(order, dtype=np.float64)
-    g = math.expm1(hh) / hh - 1.0          # hh * phi_2(hh)
-    factorial = 1
-    for j in range(1, order + 1):
-        b[j - 1] = g * factorial / b_h
-        factorial *= j + 1
-        g = g / hh - 1.0 / factorial      # hh * phi_{j+2}(hh)
-    if order == 1:
-        rho_p = np.empty(0)
-    elif order == 2:
-        rho_p = np.array([0.5])
-    else:
-        rho_p = np.linalg.solve(r_matrix[:-1, :-1], b[:-1])
-    rho_c = None
-    if corrector:
-        rho_c = np.array([0.5]) if order == 1 else np.linalg.solve(r_matrix, b)
-    return b_h, [float(v) for v in rho_p], None if rho_c is None else [float(v) for v in rho_c]
 
 
 class UniPC(Solver):
@@ -118,7 +81,7 @@ class UniPC(Solver):
         b_h, rho_p, rho_c = unipc_coefficients(h, rks, self.variant, corrector=correct)
         diffs = [(e.output - m0) / r for e, r in zip(past, rks, strict=True)]
         alpha_next = state.alpha(t_next)
-        x_base = (state.sigma(t_next) / state.sigma(t)) * state.x - (alpha_next * math.expm1(-h)) * m0
+        x_base = (state.sigma(t_next) / state.sigma(t)) * state.x - (alpha_next * ops.expm1(-h)) * m0
         x_pred = x_base
         for rho, d in zip(rho_p, diffs, strict=True):
             x_pred = x_pred - (alpha_next * b_h * rho) * d

@@ -12,9 +12,9 @@ The same Runge-Kutta tableau behaves very differently depending on the variable 
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from ..symbolic import ops
 
 VARIABLES = ("t", "sigma", "lambda")
 
@@ -30,25 +30,25 @@ class IntegrationVariable:
     def u(self, t: float) -> float:
         if self.kind == "t":
             return t
-        lam = float(self.schedule.lam(t))
-        return math.exp(-lam) if self.kind == "sigma" else lam
+        lam = ops.real(self.schedule.lam(t))
+        return ops.exp(-lam) if self.kind == "sigma" else lam
 
     def t(self, u: float) -> float:
         if self.kind == "t":
             return u
-        lam = (-math.log(u) if u > 0 else math.inf) if self.kind == "sigma" else u
-        return float(self.schedule.t_of_lambda(lam))
+        lam = -ops.log(u) if self.kind == "sigma" else u
+        return ops.real(self.schedule.t_of_lambda(lam))
 
     def state(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        return x / float(self.schedule.alpha(t)) if self.kind == "sigma" else x
+        return x / ops.real(self.schedule.alpha(t)) if self.kind == "sigma" else x
 
     def x(self, state: torch.Tensor, t: float) -> torch.Tensor:
-        return state * float(self.schedule.alpha(t)) if self.kind == "sigma" else state
+        return state * ops.real(self.schedule.alpha(t)) if self.kind == "sigma" else state
 
     def velocity(self, x: torch.Tensor, t: float, eps: torch.Tensor) -> torch.Tensor:
         """dX/du at (x, t) given the noise prediction eps."""
         if self.kind == "sigma":
             return eps
-        f, sigma, dsigma = (float(fn(t)) for fn in (self.schedule.f, self.schedule.sigma, self.schedule.dsigma_dt))
+        f, sigma, dsigma = (ops.real(fn(t)) for fn in (self.schedule.f, self.schedule.sigma, self.schedule.dsigma_dt))
         dx_dt = f * x + (dsigma - f * sigma) * eps
-        return dx_dt if self.kind == "t" else dx_dt / float(self.schedule.dlambda_dt(t))
+        return dx_dt if self.kind == "t" else dx_dt / ops.real(self.schedule.dlambda_dt(t))
