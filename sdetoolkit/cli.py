@@ -41,8 +41,7 @@ def _solvers(args) -> int:
     rows = []
     for name in list_solvers():
         row = get_solver(name).describe()
-        row["findings"] = [f"measured {f.measured:g} vs claimed {f.claimed:g} on {f.problem}: {f.explanation}"
-                           for f in findings_for(name)]
+        row["findings"] = [f.summary() for f in findings_for(name)]
         rows.append(row)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -65,6 +64,34 @@ def _schedules(args) -> int:
     return 0
 
 
+def _symbolic_order(args) -> int:
+    from .symbolic.local_order import PROBLEMS, local_order, numeric_ratios
+
+    results = [local_order(args.solver, PROBLEMS[0], position=position) for position in ("steady", "first", "last")]
+    generic = local_order(args.solver, PROBLEMS[1])
+    steady = results[0]
+    row = steady.as_dict()
+    row["local_order_problem_b"] = generic.local_order
+    row["first_step_local_order"], row["last_step_local_order"] = results[1].local_order, results[2].local_order
+    row["series"] = [str(c) for c in steady.coefficients]
+    row["numeric_check"] = [dict(h=h, error=e, ratio=r) for h, e, r in numeric_ratios(steady, floor=1e-13)]
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return 0
+    if not steady.symbolic:
+        print(f"{args.solver}: not symbolic ({steady.reason})")
+        return 0
+    print(f"{args.solver}: local order {steady.local_order} (global {steady.global_order}), error constant "
+          f"{steady.constant} = {float(steady.constant):.6g}, next term {row['next_constant']:.6g}; claimed order "
+          f"{steady.claimed}")
+    print(f"  generic: local order {generic.local_order} on the second problem; first step "
+          f"{row['first_step_local_order']}, last step {row['last_step_local_order']}")
+    for check in row["numeric_check"]:
+        print(f"  torch float64, h = {check['h']:.4g}: error {check['error']:.6e}, ratio to C h^(p+1) "
+              f"{check['ratio']:.6f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdetoolkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     solvers = commands.add_parser("solvers", help="list every registered solver with its claimed order")
     solvers.add_argument("--json", action="store_true")
     solvers.set_defaults(run=_solvers)
+    symbolic = commands.add_parser("symbolic-order", help="a solver's local order and error constant, derived "
+                                   "symbolically from its own step on the scalar Gaussian (edm schedule)")
+    symbolic.add_argument("solver")
+    symbolic.add_argument("--json", action="store_true")
+    symbolic.set_defaults(run=_symbolic_order)
     schedules = commands.add_parser("schedules", help="list the schedule families")
     schedules.set_defaults(run=_schedules)
     return parser
