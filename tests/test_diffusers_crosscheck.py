@@ -43,7 +43,7 @@ from sdetoolkit.interop.diffusers_driver import (  # noqa: E402
     vp_trained_betas,
 )
 from sdetoolkit.schedules import LAMBDA, NoiseSchedule, T  # noqa: E402
-from sdetoolkit.solvers import DivergenceError, get_solver, sample  # noqa: E402
+from sdetoolkit.solvers import get_solver, sample  # noqa: E402
 
 N_TRAIN = 1000
 BATCH = 16
@@ -294,16 +294,17 @@ def test_agrees_with_diffusers_float32_tables(case):
     assert float(diffs.max()) <= limit, f"{case.id}: worst {float(diffs.max()):.3g} > {limit:.3g}"
 
 
-@pytest.mark.xfail(strict=True, raises=DivergenceError, reason=(
-    "DPM-Solver++ 2M into sigma = 0: h = inf makes r0 = 0 and D1 = (m0 - m1)/r0 infinite. diffusers "
-    "(final_sigmas_type='zero') takes that last step at first order at any N; ours only lowers the order below "
-    "lower_order_final_below steps (10, official), so EDM grids ending at sigma = 0 diverge from 10 steps on"))
 def test_dpmpp_2m_into_sigma_zero():
+    """A step into sigma = 0 (h = inf) is first order at any N, as diffusers' final_sigmas_type='zero' does: the
+    result is the denoiser at the penultimate point (it used to divide by r0 = 0 from 10 steps on)."""
     problem = problem_named("gauss-1d")
     schedule = schedule_for("edm", "gauss-1d")
     grid = torch.cat([edm_grid(schedule, 12, 0.002, 80.0), torch.zeros(1, dtype=torch.float64)])
     x_T = problem.distribution.noised(schedule, 80.0).sample(4, torch.Generator().manual_seed(0))
-    sample(get_solver("dpmpp-2m"), AnalyticModel(problem.distribution, schedule), grid, x_T)
+    model = AnalyticModel(problem.distribution, schedule)
+    x = sample(get_solver("dpmpp-2m"), model, grid, x_T)
+    penultimate = sample(get_solver("dpmpp-2m"), model, grid[:-1], x_T)
+    assert torch.allclose(x, model(penultimate, float(grid[-2])).x0, rtol=1e-14, atol=0)
 
 
 def test_driver_rejects_inconsistent_ddim_spacing():

@@ -14,11 +14,15 @@ Faithful to ``LuChengTHU/dpm-solver`` ``dpm_solver_pytorch.py`` with ``algorithm
   ``third_order_term="taylor"`` doubles :math:`D_2`, which restores third order;
 * 2S (singlestep, :math:`r_1 = \tfrac12`): an intermediate point at :math:`\lambda_s + r_1 h`.
 
-Warm-up uses orders 1 .. order-1; ``lower_order_final`` lowers the last steps' order on runs of fewer than 10 steps
+A step into sigma = 0 (h = inf) is first order, the denoiser itself (diffusers' ``final_sigmas_type="zero"``
+rule; the official code never steps to sigma = 0, and the differences D would divide by r = 0). Warm-up uses orders
+1 .. order-1; ``lower_order_final`` lowers the last steps' order on runs of fewer than 10 steps
 (the official rule; diffusers uses 15).
 """
 
 from __future__ import annotations
+
+import math
 
 from ..symbolic import ops
 from ..symbolic.phi import data_phis
@@ -59,7 +63,7 @@ class DPMSolverPPMultistep(Solver):
         alpha_next = state.alpha(t_next)
         m0 = state.current()
         x = (state.sigma(t_next) / state.sigma(t)) * state.x - alpha_next * phi_1 * m0
-        if state.order == 1:
+        if state.order == 1 or h == math.inf:
             return x
         prev1 = state.history[0]
         r0 = (lam - prev1.lam) / h
