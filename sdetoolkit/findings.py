@@ -154,8 +154,10 @@ FINDINGS = (
     Finding("dpmpp-3m", "gmm-1d-bimodal", claimed=3, measured=2, explanation=DPMPP_3M),
     Finding("dpmpp-3m-taylor", "gauss-1d", claimed=3, measured=4, explanation=(
         "Superconvergence on the scalar Gaussian, not a defect: local slopes 3.98 to 4.01. On gmm-1d-bimodal the "
-        "same method measures 2.97, its claimed order. Why the leading error term vanishes on gauss-1d is not yet "
-        "derived.")),
+        "same method measures 2.97, its claimed order. The symbolic local order (docs/symbolic-order.md) shows its "
+        "single step is genuinely third order on the scalar Gaussian with the EDM schedule (C h^4 non-zero on two "
+        "problems), so the extra order comes from the vp-linear schedule of gauss-1d or from a cancellation of local "
+        "errors across steps, not from a vanishing local term; which of the two is not yet derived.")),
     Finding("midpoint-sigma", "gauss-1d", claimed=2, measured=3, explanation=(
         "Superconvergence on this problem, not a defect: in the EDM variables the scalar Gaussian PF-ODE is "
         "d x~/d sigma~ = sigma~ (x~ - mu) / (s + sigma~^2), for which the explicit midpoint rule's leading local "
