@@ -92,6 +92,9 @@ class Solver:
     register: ClassVar[bool] = True
     linear: ClassVar[bool] = True
     """Whether the step is affine in x, the model outputs and the noise (exact moment propagation needs it)."""
+    reaches_sigma_zero: ClassVar[str | None] = None
+    """None when the solver can step to sigma = 0 (the final denoising step of EDM/VE grids); otherwise the reason
+    it cannot, which :func:`sample` reports for such a grid."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -261,6 +264,9 @@ def sample(solver: Solver, model: AnalyticModel, grid, x_T: torch.Tensor, noise=
     x = check_batch(x_T, model.distribution.dim, "x_T")
     if solver.stochastic and noise is None:
         raise ValueError(f"noise: solver {solver.name!r} is stochastic and needs a noise source")
+    if solver.reaches_sigma_zero is not None and model.schedule.at(float(times[-1])).sigma == 0.0:
+        raise ValueError(f"grid: ends at sigma = 0, which {solver.name!r} cannot reach: {solver.reaches_sigma_zero}; "
+                         "end the grid at t_min > 0")
     if noise is not None:
         noise.reset()
     n = len(times) - 1

@@ -25,6 +25,7 @@ class DPMSolverSinglestep(Solver):
     """DPM-Solver-k: k evaluations per step, local order k + 1, global order k."""
 
     name = "dpm-solver"
+    reaches_sigma_zero = "in noise form its factors e^h are infinite there (h = inf)"
     family = "dpm-solver"
     parameterisation = "eps"
     citation = SOURCE

@@ -86,6 +86,8 @@ class ExplicitRungeKutta(Solver):
     def __init__(self, **params):
         super().__init__(**params)
         tableau = TABLEAUS[self.tableau]
+        if self.variable == "lambda":
+            self.reaches_sigma_zero = "lambda is infinite there"
         self._A = [[float(a) for a in row] for row in tableau.A]
         self._b = [float(v) for v in tableau.b]
         self._c = [float(v) for v in tableau.c]

@@ -19,6 +19,7 @@ class ScipyReference(Solver):
     """Adaptive Runge-Kutta from scipy, batch flattened into one system."""
 
     name = "scipy"
+    reaches_sigma_zero = "the PF-ODE velocity alpha' x0 + sigma' eps is 0/0 there (eps = (x - alpha x0)/sigma)"
     family = "reference"
     parameterisation = "x0"
     nfe_per_step = None
