@@ -51,7 +51,7 @@ F32 = 2.0**-24
 """Unit roundoff of float32."""
 
 EXACT = 1e-12
-"""float64 throughout (tables upcast, no float32 cast in step): the brief's 1e-12, about 1e4 ulps."""
+"""float64 throughout (tables upcast, no float32 cast in step): the issue's 1e-12, about 1e4 ulps."""
 
 
 def float32_state_limit(n_steps: int) -> float:
