@@ -1,0 +1,49 @@
+"""Weak orders of the stochastic samplers from exact W2 (no Monte Carlo), against claims and recorded findings.
+
+For a claim of weak order, the claim must lie in the fitted interval. For a recorded finding of kind 'weak' the
+recorded order must lie inside and the solver's nominal order outside, so a finding cannot go stale silently. The
+biased samplers (recorded with measured order 0) must stop converging: refining 4x must not reduce the error by the
+factor a first-order method would.
+"""
+
+import pytest
+
+from sdetoolkit import get_problem
+from sdetoolkit.exact import weak_errors
+from sdetoolkit.findings import FINDINGS
+from sdetoolkit.solvers import get_solver
+from sdetoolkit.studies import fit_order
+
+STEPS = [64, 96, 128, 192, 256, 384, 512]
+NOMINAL = {"sde-dpmpp-3m": 3, "dpmpp-3m-sde": 3, "seeds-3-data-repo": 3}
+"""The order a solver's construction aims at where its paper states no claim (a 3M / 3-stage method)."""
+
+
+def fit(name, steps=STEPS):
+    table = weak_errors(get_solver(name), get_problem("gauss-1d"), steps)
+    return fit_order(1.0 / table.steps.to_numpy(), table.w2_marginal.to_numpy(), floor=1e-12)
+
+
+def test_euler_maruyama_weak_claim():
+    claim = next(c for c in get_solver("euler-maruyama").claims() if c.kind == "weak")
+    result = fit("euler-maruyama")
+    assert result.contains(claim.order), result
+
+
+@pytest.mark.parametrize("name", sorted(NOMINAL))
+def test_recorded_weak_findings(name):
+    (finding,) = [f for f in FINDINGS if f.solver == name and f.kind == "weak"]
+    result = fit(name, STEPS[:5] if name.startswith("seeds-3") else STEPS)
+    assert result.contains(finding.measured) and not result.contains(NOMINAL[name]), result
+
+
+@pytest.mark.parametrize(("name", "converging"), [("edm-stochastic", dict(S_noise=1.0)),
+                                                  ("restart", None)])
+def test_biased_samplers_stop_converging(name, converging):
+    assert any(f.solver == name and f.kind == "weak" and f.measured == 0 for f in FINDINGS)
+    problem = get_problem("gauss-1d")
+    errors = weak_errors(get_solver(name), problem, [512, 2048]).w2_marginal.to_numpy()
+    assert errors[1] > 0.5 * errors[0], errors
+    if converging is not None:
+        fixed = weak_errors(get_solver(name, **converging), problem, [512, 2048]).w2_marginal.to_numpy()
+        assert fixed[1] < 0.25 * fixed[0], fixed
