@@ -114,11 +114,11 @@ class _Probe(NoiseSource):
         self.count += m
         return z
 
-    def normal(self, t_hi, t_lo, like):
+    def normal(self, t_hi, t_lo, like, copy=0):
         self._check_interval(t_hi, t_lo)
         return self._units(1, like)[0]
 
-    def integrals(self, t_hi, t_lo, kernels, like):
+    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
         kernels = tuple(kernels)
         factor = step_factor(kernels, t_lo, t_hi).to(like)

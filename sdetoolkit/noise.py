@@ -169,8 +169,8 @@ class NoiseSource:
         draws = torch.cat(blocks)[:n].transpose(0, 1)
         return draws.to(dtype=like.dtype, device=like.device)
 
-    def _fresh_key(self, tag: int, t_hi: float, t_lo: float) -> tuple:
-        interval = (tag, _bits(t_hi), _bits(t_lo))
+    def _fresh_key(self, tag: int, t_hi: float, t_lo: float, copy: int = 0) -> tuple:
+        interval = (tag, _bits(t_hi), _bits(t_lo), copy)
         repeat = self._repeats[interval]
         self._repeats[interval] += 1
         return (*interval, repeat)
@@ -182,12 +182,17 @@ class NoiseSource:
             raise ValueError(f"t_hi: must be >= t_lo, got t_hi = {t_hi} < t_lo = {t_lo}")
         return t_hi, t_lo
 
-    def normal(self, t_hi, t_lo, like: torch.Tensor) -> torch.Tensor:
-        """A standard normal tensor shaped like ``like`` for the step from ``t_hi`` down to ``t_lo``."""
+    def normal(self, t_hi, t_lo, like: torch.Tensor, copy: int = 0) -> torch.Tensor:
+        """A standard normal tensor shaped like ``like`` for the step from ``t_hi`` down to ``t_lo``.
+
+        ``copy`` > 0 asks for an independent copy of the noise over the same interval (Restart's repeated jumps).
+        """
         raise NotImplementedError
 
-    def integrals(self, t_hi, t_lo, kernels: Sequence[Kernel | None], like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        r"""Jointly exact :math:`\int_{t_lo}^{t_hi} K\,\mathrm{d}W` for each kernel (``None``: :math:`\Delta W`)."""
+    def integrals(self, t_hi, t_lo, kernels: Sequence[Kernel | None], like: torch.Tensor,
+                  copy: int = 0) -> tuple[torch.Tensor, ...]:
+        r"""Jointly exact :math:`\int_{t_lo}^{t_hi} K\,\mathrm{d}W` for each kernel (``None``: :math:`\Delta W`);
+        ``copy`` > 0: an independent copy over the same interval."""
         raise NotImplementedError
 
 
@@ -198,15 +203,15 @@ class IIDNoise(NoiseSource):
     that step, so a solver written with closed-form variances and one written with kernels see the same noise.
     """
 
-    def normal(self, t_hi, t_lo, like):
+    def normal(self, t_hi, t_lo, like, copy=0):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
-        return self._normals(self._fresh_key(0, t_hi, t_lo), 1, like)[0]
+        return self._normals(self._fresh_key(0, t_hi, t_lo, copy), 1, like)[0]
 
-    def integrals(self, t_hi, t_lo, kernels, like):
+    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
         kernels = tuple(kernels)
         factor = step_factor(kernels, t_lo, t_hi).to(dtype=like.dtype, device=like.device)
-        z = self._normals(self._fresh_key(0, t_hi, t_lo), len(kernels), like)
+        z = self._normals(self._fresh_key(0, t_hi, t_lo, copy), len(kernels), like)
         return tuple(torch.tensordot(factor, z, dims=1))
 
 
@@ -215,7 +220,8 @@ class BrownianPath(NoiseSource):
 
     ``kernels`` are the kernels the runs will ask for (beyond the plain increment). Asking for a time not in
     ``times`` or an undeclared kernel is an error. ``normal`` over a step is :math:`\\Delta W/\\sqrt{t_{hi}-t_{lo}}`;
-    at a single time (``t_hi == t_lo``, e.g. a Langevin corrector) it is an independent seeded draw.
+    at a single time (``t_hi == t_lo``, e.g. a Langevin corrector) it is an independent seeded draw. ``copy`` = k > 0
+    reads the same interval of the k-th of a family of independent paths (the same for every grid).
     """
 
     def __init__(self, times: Iterable[float], seed: int = 0, kernels: Iterable[Kernel] = ()):
@@ -251,23 +257,24 @@ class BrownianPath(NoiseSource):
         raise ValueError(f"{name}: time {t!r} is not on the Brownian path's times (build the path with "
                          f"BrownianPath.covering or include every grid and stage time)")
 
-    def _increment(self, j: int, like: torch.Tensor) -> torch.Tensor:
+    def _increment(self, j: int, like: torch.Tensor, copy: int = 0) -> torch.Tensor:
         """The exact (m, *like.shape) increments of (W, I_K1, ...) over elementary interval j, in float64 on CPU."""
-        z = self._normals((1, j), len(self.kernels), like.to(device="cpu", dtype=torch.float64))
+        key = (1, j) if copy == 0 else (1, j, copy)
+        z = self._normals(key, len(self.kernels), like.to(device="cpu", dtype=torch.float64))
         return torch.tensordot(self._factors[j], z, dims=1)
 
-    def _increments(self, lo: int, hi: int, like: torch.Tensor) -> torch.Tensor:
-        """Sum of the increments over elementary intervals lo..hi-1; all of them are kept when they fit in
-        :data:`CACHE_BYTES`, so the many runs of a study draw each one once."""
+    def _increments(self, lo: int, hi: int, like: torch.Tensor, copy: int = 0) -> torch.Tensor:
+        """Sum of the increments over elementary intervals lo..hi-1; those of the path itself are all kept when they
+        fit in :data:`CACHE_BYTES`, so the many runs of a study draw each one once."""
         size = (len(self.times) - 1) * len(self.kernels) * like.numel() * 8
-        if size > CACHE_BYTES:
-            return sum((self._increment(j, like) for j in range(lo, hi)),
+        if size > CACHE_BYTES or copy:
+            return sum((self._increment(j, like, copy) for j in range(lo, hi)),
                        torch.zeros(len(self.kernels), *like.shape, dtype=torch.float64))
         if self._cache is None or self._cache.shape[2:] != like.shape:
             self._cache = torch.stack([self._increment(j, like) for j in range(len(self.times) - 1)])
         return self._cache[lo:hi].sum(0)
 
-    def integrals(self, t_hi, t_lo, kernels, like):
+    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
         rows = []
         for kernel in kernels:
@@ -275,15 +282,15 @@ class BrownianPath(NoiseSource):
                 raise ValueError(f"kernels: {kernel!r} was not declared when the path was built "
                                  f"(declared: {self.kernels[1:]})")
             rows.append(self.kernels.index(kernel))
-        total = self._increments(self._index(t_lo, "t_lo"), self._index(t_hi, "t_hi"), like)
+        total = self._increments(self._index(t_lo, "t_lo"), self._index(t_hi, "t_hi"), like, copy)
         total = total.to(dtype=like.dtype, device=like.device)
         return tuple(total[r] for r in rows)
 
-    def normal(self, t_hi, t_lo, like):
+    def normal(self, t_hi, t_lo, like, copy=0):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
         if t_hi == t_lo:
-            return self._normals(self._fresh_key(2, t_hi, t_lo), 1, like)[0]
-        return self.integrals(t_hi, t_lo, (None,), like)[0] / math.sqrt(t_hi - t_lo)
+            return self._normals(self._fresh_key(2, t_hi, t_lo, copy), 1, like)[0]
+        return self.integrals(t_hi, t_lo, (None,), like, copy)[0] / math.sqrt(t_hi - t_lo)
 
 
 class _Recorder(NoiseSource):
@@ -294,12 +301,12 @@ class _Recorder(NoiseSource):
         self.times: set[float] = set()
         self.kernels: dict[Kernel, None] = {}
 
-    def normal(self, t_hi, t_lo, like):
+    def normal(self, t_hi, t_lo, like, copy=0):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
         self.times.update((t_hi, t_lo))
         return torch.zeros_like(like)
 
-    def integrals(self, t_hi, t_lo, kernels, like):
+    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
         self.times.update((t_hi, t_lo))
         self.kernels.update((k, None) for k in kernels if k is not None)

@@ -30,10 +30,10 @@ class CallOrderNoise(NoiseSource):
         self.k += 1
         return self._normals((7, self.k), 1, like)[0]
 
-    def normal(self, t_hi, t_lo, like):
+    def normal(self, t_hi, t_lo, like, copy=0):
         return self._next(like)
 
-    def integrals(self, t_hi, t_lo, kernels, like):
+    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
         factor = gram_factor(list(kernels), torch.tensor([float(t_lo)], dtype=torch.float64),
                              torch.tensor([float(t_hi)], dtype=torch.float64))[0, :, 0].to(like)
         z = self._next(like)
@@ -143,16 +143,21 @@ def test_no_restart_is_edm_heun():
         torch.testing.assert_close(out, sample(get_solver("edm-heun"), problem.model(), grid, x), rtol=0, atol=0)
 
 
-def test_brownian_path_allows_one_repetition_only():
+def test_repetitions_on_a_brownian_path_draw_independent_consistent_jumps():
+    """Repetition k reads copy k of the path over the restart interval: the copies differ from each other, the same
+    copy is the same on every request, and K = 2 runs on one path are reproducible."""
     problem = get_problem("gauss-1d")
     grids = [make_grid("edm", problem.schedule, n, problem.t_min, problem.t_max) for n in (8, 16)]
     x = problem.prior().sample(4, torch.Generator().manual_seed(0))
-    once = get_solver("restart", restarts=((3, 1, 0.06, 0.3),))
-    path = BrownianPath.covering(once, problem.model(), grids, seed=0)
-    assert bool(torch.isfinite(sample(once, problem.model(), grids[0], x, path)).all())
     twice = get_solver("restart", restarts=((3, 2, 0.06, 0.3),))
-    with pytest.raises(ValueError, match="K > 1"):
-        sample(twice, problem.model(), grids[0], x, BrownianPath.covering(twice, problem.model(), grids, seed=0))
+    path = BrownianPath.covering(twice, problem.model(), grids, seed=0)
+    t_hi, t_lo = float(path.times[-1]), float(path.times[0])
+    first, second, again = (path.integrals(t_hi, t_lo, [None], x, copy=c)[0] for c in (0, 1, 1))
+    assert not torch.allclose(first, second) and torch.equal(second, again)
+    runs = [sample(twice, problem.model(), grids[0], x, path) for _ in range(2)]
+    assert torch.isfinite(runs[0]).all() and torch.equal(*runs)
+    once = sample(get_solver("restart", restarts=((3, 1, 0.06, 0.3),)), problem.model(), grids[0], x, path)
+    assert not torch.allclose(runs[0], once)
 
 
 def test_claims_none_and_rejects_bad_parameters():

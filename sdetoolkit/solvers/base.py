@@ -227,14 +227,17 @@ class StepState:
             self._current = Evaluation(self.t, self.lam(self.t), self.x, self.evaluate(self.x, self.t))
         return self._current.output
 
-    def normal(self, t_hi: float | None = None, t_lo: float | None = None) -> torch.Tensor:
+    def normal(self, t_hi: float | None = None, t_lo: float | None = None, copy: int = 0) -> torch.Tensor:
         """A standard normal tensor shaped like x from the run's noise source, for this step by default."""
-        return self.noise.normal(self.t if t_hi is None else t_hi, self.t_next if t_lo is None else t_lo, self.x)
+        return self.noise.normal(self.t if t_hi is None else t_hi, self.t_next if t_lo is None else t_lo, self.x,
+                                 copy)
 
-    def integrals(self, kernels, t_hi: float | None = None, t_lo: float | None = None) -> tuple[torch.Tensor, ...]:
-        r"""Jointly exact :math:`\int K\,\mathrm{d}W` over this step (or [t_lo, t_hi]) for each kernel; see noise.py."""
+    def integrals(self, kernels, t_hi: float | None = None, t_lo: float | None = None,
+                  copy: int = 0) -> tuple[torch.Tensor, ...]:
+        r"""Jointly exact :math:`\int K\,\mathrm{d}W` over this step (or [t_lo, t_hi]) for each kernel; ``copy`` > 0:
+        an independent copy over the same interval; see noise.py."""
         return self.noise.integrals(self.t if t_hi is None else t_hi, self.t_next if t_lo is None else t_lo,
-                                    kernels, self.x)
+                                    kernels, self.x, copy)
 
     def offer_next(self, x_next: torch.Tensor, output: torch.Tensor) -> None:
         """Hand the loop an evaluation already made at (x_next, t_next), to be re-used as the next current()."""

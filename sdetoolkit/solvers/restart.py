@@ -18,8 +18,9 @@ official code on the ``edm`` schedule (alpha = 1, sigma = t); it is attached to 
 The jump is drawn as the exact forward-process integral :math:`\int_{t_{min}}^{t_{max}} (g/\alpha)\,dW` over the
 restart interval (:func:`~sdetoolkit.noise.noise_prediction_kernel`, variance :math:`\tilde\sigma_{max}^2 -
 \tilde\sigma_{min}^2`), so with :class:`~sdetoolkit.noise.IIDNoise` it is the official draw scaled exactly; churn
-noise is a single-time draw. One Brownian path has one increment on an interval, so K > 1 repetitions on a
-:class:`~sdetoolkit.noise.BrownianPath` are refused (they would reuse it).
+noise is a single-time draw. Repetition k of the K draws its jump from copy k of the noise over the interval (on a
+:class:`~sdetoolkit.noise.BrownianPath`, the same interval of the k-th of a family of independent paths), so the K
+jumps are independent and every grid sees the same ones.
 
 Defaults follow the README's command (``S_noise = 1.003``, ``S_min = 0.01``, ``S_max = 1``, ``restart_gamma =
 0.05``) and its example configuration ``{"0": [3, 2, 0.06, 0.30]}``; the command-line defaults (``S_noise = 0``,
@@ -36,7 +37,7 @@ import math
 
 import torch
 
-from ..noise import BrownianPath, noise_prediction_kernel
+from ..noise import noise_prediction_kernel
 from .base import Claim, Param, Solver
 
 
@@ -122,20 +123,17 @@ class Restart(Solver):
         attached = self.attachments(state.times).get(state.i + 1)
         if attached is not None:
             n_restart, k, t_top = attached
-            if k > 1 and isinstance(state.noise, BrownianPath):
-                raise ValueError("restart: K > 1 repetitions need independent jumps, but one Brownian path has one "
-                                 "increment on [t_min, t_max]; use IIDNoise or K = 1")
             if t_top <= t_next:
                 raise ValueError(f"restarts: t_max = {t_top} must exceed the grid time t_min = {t_next} it is "
                                  f"attached to")
             kernel = noise_prediction_kernel(sched)
             sigmas = karras_sigmas(float(sched.sigma_over_alpha(t_top)), s_next, n_restart, self.rho)
             times = [t_top] + [self._time(sched, v) for v in sigmas[1:-1]] + [t_next]
-            for _ in range(k):
+            for repeat in range(k):
                 if s_next > 0:
-                    (jump,) = state.integrals((kernel,), t_hi=t_top, t_lo=t_next)
+                    (jump,) = state.integrals((kernel,), t_hi=t_top, t_lo=t_next, copy=repeat)
                 else:  # the integral has no finite log-SNR down to sigma = 0; same law, plain normal
-                    jump = sigmas[0] * state.normal(t_top, t_next)
+                    jump = sigmas[0] * state.normal(t_top, t_next, copy=repeat)
                 x_tilde = x_tilde + self.s_noise * jump
                 for j in range(n_restart - 1):
                     t_cur, sigma_cur = times[j], sigmas[j]
