@@ -51,12 +51,12 @@ class FixedNoise(NoiseSource):
         self.k += m
         return out
 
-    def normal(self, t_hi, t_lo, like):
+    def normal(self, t_hi, t_lo, like, copy=0):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
         self.calls.append(("normal", t_hi, t_lo))
         return self._next(1)[0].to(like)
 
-    def integrals(self, t_hi, t_lo, kernels, like):
+    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
         t_hi, t_lo = self._check_interval(t_hi, t_lo)
         kernels = list(kernels)
         self.calls.append(("integrals", t_hi, t_lo, tuple(None if k is None else k.name for k in kernels)))

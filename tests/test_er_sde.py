@@ -280,10 +280,10 @@ class CallOrderNoise(NoiseSource):
         self.k += 1
         return self._normals((7, self.k), 1, like)[0]
 
-    def normal(self, t_hi, t_lo, like):
+    def normal(self, t_hi, t_lo, like, copy=0):
         return self._next(like)
 
-    def integrals(self, t_hi, t_lo, kernels, like):
+    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
         factor = gram_factor(list(kernels), torch.tensor([float(t_lo)], dtype=torch.float64),
                              torch.tensor([float(t_hi)], dtype=torch.float64))[0, :, 0].to(like)
         z = self._next(like)

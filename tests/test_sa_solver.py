@@ -115,7 +115,7 @@ class Recorder(NoiseSource):
     def reset(self):
         self.calls = []
 
-    def integrals(self, t_hi, t_lo, kernels, like):
+    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
         self.calls.append((t_hi, t_lo, tuple(k.name for k in kernels)))
         return tuple(torch.zeros_like(like) for _ in kernels)
 

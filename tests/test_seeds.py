@@ -30,7 +30,7 @@ class Pieces(NoiseSource):
     def reset(self):
         self.calls = []
 
-    def integrals(self, t_hi, t_lo, kernels, like):
+    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
         (kernel,) = kernels
         self.calls.append((t_hi, t_lo, kernel.name))
         scale = gram_factor([kernel], torch.tensor([t_lo], dtype=torch.float64),
