@@ -111,11 +111,29 @@ def test_flags_change_the_output(problem, flag, value):
     assert (base - changed).abs().max().item() > 1e-8
 
 
-def test_divergence_is_reported_with_step_and_time():
-    """Euler in lambda cannot step to sigma = 0 (lambda = inf): the loop names the step instead of returning inf."""
+def test_divergence_is_reported_with_step_and_time(problem):
+    """A step that overflows: the loop names the solver, the step and the times instead of returning inf."""
+
+    class Exploding(Solver):
+        name = "test-exploding"
+        family = "test"
+        parameterisation = "x0"
+        claim = Claim(None, "none", "test")
+        register = False
+
+        def step(self, state):
+            x0 = state.current()
+            return x0 * 1e300 * 1e300 if state.i == 2 else x0
+
+    grid = make_grid("uniform-lambda", problem.schedule, 4, problem.t_min, problem.t_max)
+    with pytest.raises(DivergenceError, match=r"test-exploding: NaN or inf at step 2 of 4 \(t = .* -> .*\)"):
+        sample(Exploding(), problem.model(), grid, start(problem, 2))
+
+
+def test_sigma_zero_is_refused_up_front_where_a_solver_cannot_reach_it():
     problem = get_problem("gauss-diag-d1024")
     grid = make_grid("edm", problem.schedule, 4, 0.0, problem.t_max)
-    with pytest.raises(DivergenceError, match=r"euler-lambda: NaN or inf at step 3 of 4 \(t = .* -> 0\)"):
+    with pytest.raises(ValueError, match="grid: ends at sigma = 0, which 'euler-lambda' cannot reach: lambda is"):
         sample(get_solver("euler-lambda"), problem.model(), grid, start(problem, 2))
 
 
