@@ -83,9 +83,14 @@ def fit_order(steps, errors, *, floor: float = 0.0, confidence: float = 0.95,
                     local_slopes=local, dropped=dropped)
 
 
+def _design(h: np.ndarray, corrections: int) -> np.ndarray:
+    """The regressors (1, log h, h, ..., h^corrections) of the error model, one row per step size."""
+    return np.stack([np.ones_like(h), np.log(h)] + [h**j for j in range(1, corrections + 1)], axis=1)
+
+
 def _regression(h: np.ndarray, e: np.ndarray, corrections: int) -> tuple[float, float, int]:
     """(slope, its standard error, residual degrees of freedom) of log e on (1, log h, h, ..., h^corrections)."""
-    design = np.stack([np.ones_like(h), np.log(h)] + [h**j for j in range(1, corrections + 1)], axis=1)
+    design = _design(h, corrections)
     coef, *_ = np.linalg.lstsq(design, np.log(e), rcond=None)
     dof = len(h) - design.shape[1]
     residual = np.log(e) - design @ coef
@@ -117,8 +122,7 @@ def bootstrap_fit(steps, samples, *, statistic=None, confidence: float = 0.95, r
     h, values = h[order], values[order]
 
     def slope(means: np.ndarray, k: int = corrections) -> float:
-        design = np.stack([np.ones_like(h), np.log(h)] + [h**j for j in range(1, k + 1)], axis=1)
-        coef, *_ = np.linalg.lstsq(design, np.log(statistic(means)), rcond=None)
+        coef, *_ = np.linalg.lstsq(_design(h, k), np.log(statistic(means)), rcond=None)
         return float(coef[1])
 
     means = values.mean(axis=1)
