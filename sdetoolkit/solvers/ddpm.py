@@ -67,6 +67,11 @@ def log_snr_step(state) -> float:
     return state.lam(state.t_next) - state.lam(state.t)
 
 
+def vp_beta(state) -> float:
+    r""":math:`\beta = 1 - (\alpha/\alpha_{next})^2` of the step (the discrete DDPM :math:`\beta` on a VP grid)."""
+    return -math.expm1(2.0 * math.log(state.alpha(state.t) / state.alpha(state.t_next)))
+
+
 def small_noise(state) -> torch.Tensor:
     r"""The posterior (``fixed_small``) noise :math:`\sigma_{next}e^{-\lambda_{next}}\int K\,\mathrm{d}\bar W` with the
     data-prediction kernel: variance :math:`\sigma_{next}^2(1 - e^{-2h})`."""
@@ -96,8 +101,7 @@ def ancestral_update(state, x: torch.Tensor, score: torch.Tensor, noise: bool = 
                          f"{state.schedule!r}; use 'ddpm' (the posterior form) on other schedules")
     sigma, sigma_next = state.sigma(state.t), state.sigma(state.t_next)
     if kind == "vp":
-        ratio = state.alpha(state.t) / state.alpha(state.t_next)
-        beta = -math.expm1(2.0 * math.log(ratio))
+        beta = vp_beta(state)
         x_next = (x + beta * score) / math.sqrt(1.0 - beta)
         if noise and sigma_next > 0:
             x_next = x_next + math.sqrt(beta) * state.normal()

@@ -39,7 +39,7 @@ import torch
 
 from ..noise import noise_prediction_kernel
 from .base import Claim, Param, Solver
-from .ddpm import ancestral_update, schedule_kind
+from .ddpm import ancestral_update, schedule_kind, vp_beta
 from .euler_maruyama import euler_maruyama_update
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral_sampling")
@@ -58,7 +58,7 @@ def reverse_diffusion_update(state, x: torch.Tensor, score: torch.Tensor, noise:
             (integral,) = state.integrals((noise_prediction_kernel(state.schedule),))
             x_next = x_next + integral
         return x_next
-    beta = -math.expm1(2.0 * math.log(state.alpha(state.t) / state.alpha(state.t_next)))
+    beta = vp_beta(state)
     x_next = (2.0 - math.sqrt(1.0 - beta)) * x + beta * score
     if noise and sigma_next > 0:
         x_next = x_next + math.sqrt(beta) * state.normal()
