@@ -65,6 +65,43 @@ class FixedNoise(NoiseSource):
         return tuple(torch.tensordot(factor, torch.stack(self._next(len(kernels))).to(like), dims=1))
 
 
+class CallOrderNoise(NoiseSource):
+    """The k-th request gets the k-th seeded normal (kernel integrals: the exact Gram factor of the interval times it,
+    as IIDNoise), so runs on different time grids, or a reference implementation that draws in the same order, see
+    the same noise."""
+
+    def __init__(self, seed):
+        super().__init__(seed)
+        self.k = 0
+
+    def reset(self):
+        self.k = 0
+
+    def _next(self, like):
+        self.k += 1
+        return self._normals((7, self.k), 1, like)[0]
+
+    def normal(self, t_hi, t_lo, like, copy=0):
+        return self._next(like)
+
+    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
+        factor = gram_factor(list(kernels), torch.tensor([float(t_lo)], dtype=torch.float64),
+                             torch.tensor([float(t_hi)], dtype=torch.float64))[0, :, 0].to(like)
+        z = self._next(like)
+        return tuple(f * z for f in factor)
+
+
+def karras(sigma_max, sigma_min, n, rho=7.0):
+    """n sigmas uniform in sigma^(1/rho) from sigma_max to sigma_min (Karras et al. 2022, eq. 5), written here."""
+    return [(sigma_max ** (1 / rho) + k / (n - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+            for k in range(n)]
+
+
+def gauss_1d_edm():
+    """gauss-1d's data on the edm schedule (alpha = 1, sigma = t), the official VE setting."""
+    return gauss_1d_on("edm")
+
+
 def draws(count, shape, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(shape, generator=generator, dtype=torch.float64) for _ in range(count)]

@@ -8,12 +8,13 @@ import pytest
 import sympy as sp
 import torch
 from scipy import integrate
+from stochastic_helpers import CallOrderNoise, gauss_1d_edm, karras
 
 from sdetoolkit import get_problem, make_grid
 from sdetoolkit.exact import propagate
 from sdetoolkit.grids import explicit
 from sdetoolkit.models import AnalyticModel
-from sdetoolkit.noise import BrownianPath, IIDNoise, NoiseSource, gram_factor
+from sdetoolkit.noise import BrownianPath, IIDNoise, gram_factor
 from sdetoolkit.schedules import get_schedule
 from sdetoolkit.solvers import get_solver, list_solvers, sample
 from sdetoolkit.solvers.er_sde import er_sde_kernel
@@ -37,16 +38,6 @@ def official_phi(x, func_type, eta=0.0):
     if func_type == 6:
         return x**0.9 * math.log10(1 + 100 * x**1.5)
     return x * (math.exp(x**0.3) + 10)
-
-
-def karras(sigma_max, sigma_min, n, rho=7.0):
-    return [(sigma_max ** (1 / rho) + k / (n - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-            for k in range(n)]
-
-
-def gauss_1d_edm():
-    """gauss-1d's data on the edm schedule (alpha = 1, sigma = t), the official VE setting."""
-    return dataclasses.replace(get_problem("gauss-1d"), schedule=get_schedule("edm"), t_min=0.002, t_max=80.0)
 
 
 # -- symbolic ---------------------------------------------------------------------------------------------------------
@@ -263,31 +254,6 @@ def test_phi_square_is_ddpm_ancestral(form):
     if "ddpm" in list_solvers():  # the DDPM family's own solver, where it is registered
         ddpm = sample(get_solver("ddpm"), problem.model(), grid, x, IIDNoise(6))
         torch.testing.assert_close(er2, ddpm, rtol=1e-12, atol=1e-12)
-
-
-class CallOrderNoise(NoiseSource):
-    """Shared noise for runs on different time grids: the k-th request gets the k-th seeded normal; kernel integrals
-    are the exact Gram factor of the interval times it (as IIDNoise)."""
-
-    def __init__(self, seed):
-        super().__init__(seed)
-        self.k = 0
-
-    def reset(self):
-        self.k = 0
-
-    def _next(self, like):
-        self.k += 1
-        return self._normals((7, self.k), 1, like)[0]
-
-    def normal(self, t_hi, t_lo, like, copy=0):
-        return self._next(like)
-
-    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
-        factor = gram_factor(list(kernels), torch.tensor([float(t_lo)], dtype=torch.float64),
-                             torch.tensor([float(t_hi)], dtype=torch.float64))[0, :, 0].to(like)
-        z = self._next(like)
-        return tuple(f * z for f in factor)
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])

@@ -1,52 +1,17 @@
 """Restart sampling: faithfulness to the official restart_sampler (written here from
 Newbeeer/diffusion_restart_sampling's generate_restart.py), NFE accounting, reductions, convergence on gauss-1d."""
 
-import dataclasses
 import math
 
 import pytest
 import torch
+from stochastic_helpers import CallOrderNoise, gauss_1d_edm, karras
 
 from sdetoolkit import get_problem, make_grid
 from sdetoolkit.exact import propagate
 from sdetoolkit.grids import explicit
-from sdetoolkit.noise import BrownianPath, IIDNoise, NoiseSource, gram_factor
-from sdetoolkit.schedules import get_schedule
+from sdetoolkit.noise import BrownianPath, IIDNoise
 from sdetoolkit.solvers import get_solver, sample
-
-
-class CallOrderNoise(NoiseSource):
-    """The k-th request gets the k-th seeded normal (kernel integrals: exact Gram factor times it), so a reference
-    implementation that draws in the same order sees the same noise."""
-
-    def __init__(self, seed):
-        super().__init__(seed)
-        self.k = 0
-
-    def reset(self):
-        self.k = 0
-
-    def _next(self, like):
-        self.k += 1
-        return self._normals((7, self.k), 1, like)[0]
-
-    def normal(self, t_hi, t_lo, like, copy=0):
-        return self._next(like)
-
-    def integrals(self, t_hi, t_lo, kernels, like, copy=0):
-        factor = gram_factor(list(kernels), torch.tensor([float(t_lo)], dtype=torch.float64),
-                             torch.tensor([float(t_hi)], dtype=torch.float64))[0, :, 0].to(like)
-        z = self._next(like)
-        return tuple(f * z for f in factor)
-
-
-def karras(sigma_max, sigma_min, n, rho=7.0):
-    return [(sigma_max ** (1 / rho) + k / (n - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-            for k in range(n)]
-
-
-def gauss_1d_edm():
-    return dataclasses.replace(get_problem("gauss-1d"), schedule=get_schedule("edm"), t_min=0.002, t_max=80.0)
 
 
 def official_restart(model, t_steps, x, restarts, noise, s_noise, gamma, s_min, s_max):
