@@ -140,6 +140,14 @@ class SEEDSData(_SEEDS):
     def _scale(self, state, t: float) -> float:
         return state.sigma(t) * math.exp(-self.eta * state.lam(t))
 
+    def stage3_weight(self, h: float) -> float:
+        r"""SEEDS-3's stage-3 weight of :math:`m_2 - m_s`, per :math:`\alpha_3 c_3/c_2`: :math:`\phi(\kappa c_3 h)`
+        (``"lagrange"``) or the SEEDS repository's :math:`(e^{-2c_2h} - 1)/(c_2h) + 1` (``"seeds-repo"``)."""
+        c2, c3 = NODES[3]
+        if self.stage3 == "lagrange":
+            return _phi((1.0 + self.eta) * c3 * h)
+        return math.expm1(-2.0 * c2 * h) / (c2 * h) + 1.0
+
     def _update(self, state, h, fractions, stage_times, noises):
         kappa = 1.0 + self.eta
         x_s, sigma_s = state.x, state.sigma(state.t)
@@ -159,11 +167,7 @@ class SEEDSData(_SEEDS):
             return (base(1.0, t_next) - (alpha_next * math.expm1(-kappa * h) / (2.0 * c2)) * (m2 - m_s)
                     + noises[1])
         c3, t3 = fractions[1], stage_times[1]
-        if self.stage3 == "lagrange":
-            weight = _phi(kappa * c3 * h)
-        else:
-            weight = math.expm1(-2.0 * c2 * h) / (c2 * h) + 1.0
-        x3 = base(c3, t3) + (state.alpha(t3) * (c3 / c2) * weight) * (m2 - m_s) + noises[1]
+        x3 = base(c3, t3) + (state.alpha(t3) * (c3 / c2) * self.stage3_weight(h)) * (m2 - m_s) + noises[1]
         m3 = state.evaluate(x3, t3)
         return base(1.0, t_next) + (alpha_next / c3 * _phi(kappa * h)) * (m3 - m_s) + noises[2]
 
