@@ -28,7 +28,7 @@ The noise has variance :math:`\sigma_t^2(1 - e^{-2\eta h})`, the k-diffusion for
   ``sample_dpmpp_3m_sde``; at :math:`\eta = 0` this is the ODE DPM-Solver++(3M) as officially coded);
 * 3M, ``third_order="diffusers"`` (eta = 1 only): diffusers ``multistep_dpm_solver_third_order_update`` adds
   :math:`\alpha_t\varphi_2 D_1 + \alpha_t((1 - e^{-2h} - 2h)/(2h)^2 - \tfrac12)D_2`; that D2 weight is
-  :math:`-\varphi_3 - 1`, one full :math:`\alpha_t D_2` below k-diffusion's (see the report / docs/findings.md).
+  :math:`-\varphi_3 - 1`, one full :math:`\alpha_t D_2` below k-diffusion's (docs/findings.md).
 
 A final step to :math:`\sigma = 0` returns :math:`\alpha_t m_0` (k-diffusion's "denoising step"; diffusers'
 first-order step with ``final_sigmas_type="zero"`` gives the same). ``s_noise`` scales the noise (k-diffusion).
@@ -45,7 +45,7 @@ CITATION = ("Lu et al. 2022b (DPM-Solver++, arXiv 2211.01095); diffusers DPMSolv
             "(algorithm_type 'sde-dpmsolver++' / 'sde-dpmsolver'); crowsonkb/k-diffusion sampling.py "
             "sample_dpmpp_2m_sde, sample_dpmpp_3m_sde")
 CLAIM = Claim(None, "none", "Lu et al. 2022b (arXiv 2211.01095) and the diffusers / k-diffusion code state no "
-              "convergence order for the SDE variants (none found; see the report)")
+              "convergence order for the SDE variants")
 
 
 def eta_data_kernel(schedule, eta: float) -> Kernel:
