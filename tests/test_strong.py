@@ -11,7 +11,7 @@ from sdetoolkit.studies.strong import strong_order
 
 def test_bootstrap_interval_covers_the_true_order_at_its_nominal_rate():
     """Synthetic squared errors (C h^p Z)^2 with independent Z per step: the 95% interval covers p in about 95% of
-    120 seeded repetitions (binomial bounds), and a wrong order is rarely covered."""
+    120 seeded repetitions (binomial bounds on both sides), and a wrong order is rarely covered."""
     steps = np.array([1 / 16, 1 / 32, 1 / 64, 1 / 128])
     p, covered, wrong = 1.5, 0, 0
     for seed in range(120):
@@ -20,7 +20,9 @@ def test_bootstrap_interval_covers_the_true_order_at_its_nominal_rate():
         fit = bootstrap_fit(steps, samples, resamples=400, corrections=0, seed=seed)
         covered += fit.contains(p)
         wrong += fit.contains(p + 0.25)
-    assert 100 <= covered <= 120
+    # Binomial(120, 0.95): mean 114, sd 2.4. Below 104 the interval is too narrow (4.2 sd); 120 of 120 (probability
+    # 0.2%) would mean it is too wide.
+    assert 104 <= covered <= 119
     assert wrong <= 12
 
 

@@ -35,6 +35,7 @@ class OrderFit:
     errors: np.ndarray
     local_slopes: np.ndarray
     dropped: tuple
+    interval: str = "t-interval"
 
     def contains(self, p: float) -> bool:
         return self.low <= p <= self.high
@@ -42,7 +43,7 @@ class OrderFit:
     def __str__(self) -> str:
         local = ", ".join(f"{v:.2f}" for v in self.local_slopes)
         dropped = f"; dropped {list(self.dropped)}" if self.dropped else ""
-        return (f"p = {self.order:.3f} [{self.low:.3f}, {self.high:.3f}] (t-interval {self.confidence:.0%} "
+        return (f"p = {self.order:.3f} [{self.low:.3f}, {self.high:.3f}] ({self.interval} {self.confidence:.0%} "
                 f"[{self.ci_low:.3f}, {self.ci_high:.3f}], truncation {self.truncation:.3f}; local slopes {local})"
                 f"{dropped}")
 
@@ -107,10 +108,14 @@ def bootstrap_fit(steps, samples, *, statistic=None, confidence: float = 0.95, r
     (default: the square root, the RMS of squared errors). The model is that of :func:`fit_order` (``corrections``
     terms of the error expansion); the sampling part of the interval is the percentile interval of the slopes over
     ``resamples`` resamples of whole trajectories, which keeps the correlation that coupling creates between step
-    sizes, and the truncation part is the change of the estimate when the last correction term is dropped.
+    sizes, and the truncation part is the change of the estimate when the last correction term is dropped. Unlike
+    :func:`fit_order`, the interval is not widened to the local slopes: with Monte Carlo errors they carry sampling
+    noise, which the bootstrap already measures.
     """
     h = np.asarray(steps, dtype=float)
     values = np.asarray(samples, dtype=float)
+    if h.ndim != 1 or not (np.all(np.isfinite(h)) and np.all(h > 0)):
+        raise ValueError("steps: must be a 1-D array of finite positive step sizes")
     if values.ndim != 2 or values.shape[0] != h.shape[0]:
         raise ValueError(f"samples: expected shape ({h.shape[0]}, N), got {values.shape}")
     if not np.all(np.isfinite(values)):
@@ -136,4 +141,4 @@ def bootstrap_fit(steps, samples, *, statistic=None, confidence: float = 0.95, r
     local = np.diff(np.log(errors)) / np.diff(np.log(h))
     return OrderFit(order=estimate, low=ci_low - truncation, high=ci_high + truncation, ci_low=ci_low,
                     ci_high=ci_high, stderr=float(boot.std(ddof=1)), truncation=truncation, confidence=confidence,
-                    steps=h, errors=errors, local_slopes=local, dropped=())
+                    steps=h, errors=errors, local_slopes=local, dropped=(), interval="bootstrap interval")
