@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 
 from ..noise import Kernel, data_prediction_kernel, noise_prediction_kernel
+from ..symbolic.phi import data_phis
 from .base import Claim, Param, Solver
 
 CITATION = ("Lu et al. 2022b (DPM-Solver++, arXiv 2211.01095); diffusers DPMSolverMultistepScheduler "
@@ -127,8 +128,7 @@ class SDEDPMSolverPP(Solver):
         h = lam_next - lam
         eta = self.eta
         h_eta = (1.0 + eta) * h
-        phi_1 = math.expm1(-h_eta)
-        phi_2 = phi_1 / h_eta + 1.0
+        phi_1, phi_2, phi_3 = data_phis(h_eta)
         x = (sigma_next / state.sigma(t) * math.exp(-eta * h)) * state.x - (alpha_next * phi_1) * m0
         if state.order >= 2:
             prev1 = state.history[0]
@@ -146,10 +146,9 @@ class SDEDPMSolverPP(Solver):
                 d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
                 d2 = (d1_0 - d1_1) / (r0 + r1)
                 if self.third_order == "k-diffusion":
-                    d2_weight = -(phi_2 / h_eta - 0.5)
-                else:
-                    d2_weight = -math.expm1(-2.0 * h) - 2.0 * h
-                    d2_weight = d2_weight / (2.0 * h) ** 2 - 0.5
+                    d2_weight = -phi_3
+                else:  # diffusers codes (1 - e^{-2h} - 2h)/(2h)^2 - 1/2, which is -phi_3(2h) - 1
+                    d2_weight = -data_phis(2.0 * h)[2] - 1.0
                 x = x + (alpha_next * phi_2) * d1 + (alpha_next * d2_weight) * d2
         if eta > 0 and self.s_noise > 0:
             x = x + (self.s_noise * sigma_next) * eta_noise(state, eta, t, t_next)
