@@ -13,6 +13,19 @@ from ..symbolic import ops
 from .base import Claim, Param, Solver
 
 
+def edm_step(state, x_tilde, t, s, t_next, s_next, order: int = 2, denoised=None):
+    r"""One EDM Euler (order 1) or Heun (order 2) step on :math:`\tilde x = x/\alpha` in :math:`s = \sigma/\alpha`,
+    from (t, s) to (t_next, s_next): :math:`d = (\tilde x - D(\tilde x))/s`, with the trapezoidal correction
+    skipped on a step to s = 0 (Karras et al. 2022, Alg. 1). ``denoised`` is :math:`D` at (x_tilde, t) if known."""
+    if denoised is None:
+        denoised = state.evaluate(state.alpha(t) * x_tilde, t)
+    d = (x_tilde - denoised) / s
+    x_next = x_tilde + (s_next - s) * d
+    if order == 2 and s_next > 0:
+        d_next = (x_next - state.evaluate(state.alpha(t_next) * x_next, t_next)) / s_next
+        x_next = x_tilde + (s_next - s) * 0.5 * (d + d_next)
+    return x_next
+
 class EDMSampler(Solver):
     """EDM Euler (order 1) or Heun (order 2) in sigma, data prediction."""
 
@@ -37,12 +50,7 @@ class EDMSampler(Solver):
 
     def step(self, state):
         sched = state.schedule
-        alpha, alpha_next = state.alpha(state.t), state.alpha(state.t_next)
         s, s_next = ops.real(sched.sigma_over_alpha(state.t)), ops.real(sched.sigma_over_alpha(state.t_next))
-        x_tilde = state.x / alpha
-        d = (x_tilde - state.current()) / s
-        x_next = x_tilde + (s_next - s) * d
-        if self.order == 2 and s_next > 0:
-            d_next = (x_next - state.evaluate(alpha_next * x_next, state.t_next)) / s_next
-            x_next = x_tilde + (s_next - s) * 0.5 * (d + d_next)
-        return alpha_next * x_next
+        x_tilde = edm_step(state, state.x / state.alpha(state.t), state.t, s, state.t_next, s_next, self.order,
+                           denoised=state.current())
+        return state.alpha(state.t_next) * x_tilde

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 
 from .base import Claim, Param, Solver
+from .edm import edm_step
 
 
 def _number(low: float):
@@ -83,12 +84,7 @@ class EDMStochastic(Solver):
                                  f"widen the schedule")
             t_hat = state.t_of_lam(-math.log(s_hat))
             x_hat = x_tilde + math.sqrt(s_hat**2 - s**2) * self.S_noise * state.normal()
-            d = (x_hat - state.evaluate(state.alpha(t_hat) * x_hat, t_hat)) / s_hat
+            x_next = edm_step(state, x_hat, t_hat, s_hat, state.t_next, s_next, self.order)
         else:
-            s_hat, x_hat = s, x_tilde
-            d = (x_tilde - state.current()) / s
-        x_next = x_hat + (s_next - s_hat) * d
-        if self.order == 2 and s_next > 0:
-            d_next = (x_next - state.evaluate(alpha_next * x_next, state.t_next)) / s_next
-            x_next = x_hat + (s_next - s_hat) * 0.5 * (d + d_next)
+            x_next = edm_step(state, x_tilde, state.t, s, state.t_next, s_next, self.order, denoised=state.current())
         return alpha_next * x_next

@@ -39,6 +39,7 @@ import torch
 
 from ..noise import noise_prediction_kernel
 from .base import Claim, Param, Solver
+from .edm import edm_step
 
 
 def _valid_restarts(value) -> bool:
@@ -101,17 +102,6 @@ class Restart(Solver):
         return nfe
 
     # -- steps ------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _heun(state, x_tilde, t, s, t_next, s_next, first=None):
-        """One EDM Heun step in sigma/alpha on x/alpha; ``first`` is the denoiser at (x_tilde, t) if known."""
-        denoised = state.evaluate(state.alpha(t) * x_tilde, t) if first is None else first
-        d = (x_tilde - denoised) / s
-        x_next = x_tilde + (s_next - s) * d
-        if s_next > 0:
-            d_next = (x_next - state.evaluate(state.alpha(t_next) * x_next, t_next)) / s_next
-            x_next = x_tilde + (s_next - s) * 0.5 * (d + d_next)
-        return x_next
-
     def _time(self, schedule, sigma: float) -> float:
         return float(schedule.t_of_lambda(torch.tensor(-math.log(sigma), dtype=torch.float64)))
 
@@ -119,7 +109,7 @@ class Restart(Solver):
         sched = state.schedule
         t, t_next = state.t, state.t_next
         s, s_next = float(sched.sigma_over_alpha(t)), float(sched.sigma_over_alpha(t_next))
-        x_tilde = self._heun(state, state.x / state.alpha(t), t, s, t_next, s_next, first=state.current())
+        x_tilde = edm_step(state, state.x / state.alpha(t), t, s, t_next, s_next, denoised=state.current())
         attached = self.attachments(state.times).get(state.i + 1)
         if attached is not None:
             n_restart, k, t_top = attached
@@ -142,5 +132,5 @@ class Restart(Solver):
                         x_tilde = x_tilde + (self.s_noise * math.sqrt(sigma_hat**2 - sigma_cur**2)
                                              * state.normal(t_cur, t_cur))
                         t_cur, sigma_cur = self._time(sched, sigma_hat), sigma_hat
-                    x_tilde = self._heun(state, x_tilde, t_cur, sigma_cur, times[j + 1], sigmas[j + 1])
+                    x_tilde = edm_step(state, x_tilde, t_cur, sigma_cur, times[j + 1], sigmas[j + 1])
         return state.alpha(t_next) * x_tilde
