@@ -98,6 +98,17 @@ def noise_prediction_kernel(schedule) -> Kernel:
     return Kernel(f"g/alpha[{schedule!r}]", lambda u: schedule.g2(u).sqrt() / schedule.alpha(u), schedule)
 
 
+def lambda_nodes(lam_lo: torch.Tensor, lam_hi: torch.Tensor, panel: float = PANEL) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gauss–Legendre nodes and weights on each interval [lam_lo_j, lam_hi_j] (1-d float64 tensors): 16-point panels
+    of width at most ``panel``, the same panel count for every interval. Returns two (J, n) tensors."""
+    panels = max(1, math.ceil(float((lam_hi - lam_lo).max()) / panel))
+    edges = lam_lo[:, None] + (lam_hi - lam_lo)[:, None] * torch.linspace(0, 1, panels + 1, dtype=torch.float64)
+    left, right = edges[:, :-1], edges[:, 1:]
+    lam = (0.5 * (left + right))[..., None] + (0.5 * (right - left))[..., None] * _NODES
+    weight = (0.5 * (right - left))[..., None] * _WEIGHTS
+    return lam.reshape(len(lam_lo), -1), weight.reshape(len(lam_lo), -1)
+
+
 def gram_factor(kernels: Sequence[Kernel | None], lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     r"""Lower-triangular :math:`L` with :math:`L L^\top = \big(\int_{lo}^{hi} K_i K_j\,\mathrm{d}u\big)_{ij}`.
 
@@ -115,12 +126,7 @@ def gram_factor(kernels: Sequence[Kernel | None], lo: torch.Tensor, hi: torch.Te
     if not bool(torch.isfinite(lam_hi).all()):
         raise ValueError("t_lo: a stochastic integral down to sigma = 0 has no finite log-SNR; end the noise one "
                          "step earlier")
-    panels = max(1, math.ceil(float((lam_hi - lam_lo).max()) / PANEL))
-    edges = lam_lo[:, None] + (lam_hi - lam_lo)[:, None] * torch.linspace(0, 1, panels + 1, dtype=torch.float64)
-    left, right = edges[:, :-1], edges[:, 1:]
-    lam = (0.5 * (left + right))[..., None] + (0.5 * (right - left))[..., None] * _NODES
-    weight = (0.5 * (right - left))[..., None] * _WEIGHTS
-    lam, weight = lam.reshape(len(lo), -1), weight.reshape(len(lo), -1)
+    lam, weight = lambda_nodes(lam_lo, lam_hi)
     t = schedule.t_of_lambda(lam).clamp(lo[:, None], hi[:, None])
     weight = weight / -schedule.dlambda_dt(t)
     values = torch.stack([torch.ones_like(t) if k is None else k(t) for k in kernels], dim=-1)

@@ -28,35 +28,26 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from ..noise import noise_prediction_kernel
+from ..noise import lambda_nodes, noise_prediction_kernel
 from .base import Claim, Solver
-
-PANEL = 0.125
-"""Widest Gauss–Legendre panel of :func:`drift_integral`, in log-SNR."""
 
 TAIL = 20.0
 r"""Log-SNR span integrated when the step ends at :math:`\sigma = 0`; the neglected tail is below :math:`e^{-40}`
 of the integral (the integrand is :math:`\le 2\max\alpha\, e^{-2\lambda}`)."""
 
-_NODES, _WEIGHTS = (torch.as_tensor(a, dtype=torch.float64) for a in np.polynomial.legendre.leggauss(16))
-
-
 def drift_integral(schedule, t_hi: float, t_lo: float) -> float:
     r""":math:`\int_{t_{lo}}^{t_{hi}} g(u)^2/\alpha(u)\,\mathrm{d}u = 2\int_{\lambda(t_{hi})}^{\lambda(t_{lo})}
-    \alpha\,e^{-2\lambda}\,\mathrm{d}\lambda`, by 16-point Gauss–Legendre panels of width at most :data:`PANEL`."""
+    \alpha\,e^{-2\lambda}\,\mathrm{d}\lambda`, by the Gauss–Legendre panels in log-SNR of
+    :func:`~sdetoolkit.noise.lambda_nodes`."""
     lam_hi = float(schedule.lam(t_hi))
     lam_lo = float(schedule.lam(t_lo))
     end = lam_lo if math.isfinite(lam_lo) else lam_hi + TAIL
-    panels = max(1, math.ceil((end - lam_hi) / PANEL))
-    edges = torch.linspace(lam_hi, end, panels + 1, dtype=torch.float64)
-    half = 0.5 * (edges[1:] - edges[:-1])
-    lam = (0.5 * (edges[1:] + edges[:-1]))[:, None] + half[:, None] * _NODES
-    t = schedule.t_of_lambda(lam.reshape(-1)).clamp(t_lo, t_hi)
-    integrand = 2.0 * schedule.alpha(t) * torch.exp(-2.0 * lam.reshape(-1))
-    return float((integrand.reshape(panels, -1) * (half[:, None] * _WEIGHTS)).sum())
+    lam, weight = (v[0] for v in lambda_nodes(torch.tensor([lam_hi], dtype=torch.float64),
+                                               torch.tensor([end], dtype=torch.float64)))
+    t = schedule.t_of_lambda(lam).clamp(t_lo, t_hi)
+    return float((2.0 * schedule.alpha(t) * torch.exp(-2.0 * lam) * weight).sum())
 
 
 def euler_maruyama_update(state, x: torch.Tensor, score: torch.Tensor, noise: bool = True) -> torch.Tensor:
