@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 
 from ..noise import noise_prediction_kernel
+from ..symbolic.phi import z_phi
 from .base import Claim, Param, Solver
 from .sde_dpm_solver_pp import _non_negative, eta_data_kernel
 
@@ -55,8 +56,8 @@ NODES = {1: (), 2: (0.5,), 3: (1.0 / 3.0, 2.0 / 3.0)}
 
 
 def _phi(z: float) -> float:
-    """(e^-z - 1)/z + 1, the weight of the linear-interpolant term."""
-    return math.expm1(-z) / z + 1.0
+    """(e^-z - 1)/z + 1 = -(-z) phi_2(-z), the weight of the linear-interpolant term (no cancellation at small z)."""
+    return -z_phi(2, -z)
 
 
 class _SEEDS(Solver):
@@ -203,8 +204,8 @@ class SEEDSNoise(_SEEDS):
         if self.order == 2:
             return base(1.0, t_next) - (sigma_next * math.expm1(h) / c2) * (eps2 - eps_s) + noises[1]
         c3, t3 = fractions[1], stage_times[1]
-        weight = math.expm1(c3 * h) / (c3 * h) - 1.0
+        weight = z_phi(2, c3 * h)  # (e^{c3 h} - 1)/(c3 h) - 1
         x3 = base(c3, t3) - (2.0 * (c3 / c2) * state.sigma(t3) * weight) * (eps2 - eps_s) + noises[1]
         eps3 = state.evaluate(x3, t3)
-        weight = math.expm1(h) / h - 1.0
+        weight = z_phi(2, h)  # (e^h - 1)/h - 1
         return base(1.0, t_next) - (2.0 / c3 * sigma_next * weight) * (eps3 - eps_s) + noises[2]
