@@ -46,3 +46,13 @@ def test_demo_command_prints_report(capsys):
 def test_bad_arguments(argv):
     with pytest.raises(SystemExit):
         main(argv)
+
+
+def test_solvers_json_lists_claims_and_findings(capsys):
+    """Every solver with its claim; findings of every kind, also where the paper claims no order."""
+    assert main(["solvers", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["euler-maruyama"]["claimed_order"] == 0.5
+    assert any("strong order measured 1 vs claimed 0.5" in f for f in rows["euler-maruyama"]["findings"])
+    assert any("weak order measured 1 vs no claim" in f for f in rows["sde-dpmpp-3m"]["findings"])
+    assert rows["ddim"]["findings"] == []
