@@ -80,9 +80,14 @@ def status(row) -> str:
         return "no claim of this kind" + finding
     if row["low"] <= row["claimed"] <= row["high"]:
         return "agrees" + finding
-    if row["low"] > row["claimed"] and not get_solver(row["solver"]).stochastic:
-        return "faster than the pathwise claim" + finding
-    return "differs" + (finding or "; see findings")
+    if row["low"] > row["claimed"]:
+        return ("faster than the pathwise claim" if not get_solver(row["solver"]).stochastic
+                else "faster than claimed") + finding
+    if finding:
+        return "below the claim" + finding
+    if row["kind"] == "strong":
+        return "below the claim in this window (pre-asymptotic, see above)"
+    return "below the claim; see findings"
 
 
 def write_markdown(frame: pd.DataFrame) -> None:
@@ -91,10 +96,15 @@ def write_markdown(frame: pd.DataFrame) -> None:
              "", "Local slopes run from the finest pair of step counts to the coarsest. For a deterministic solver the "
              "claim is its global (pathwise) order; the W2 of its output law is bounded by the pathwise error, so a "
              "faster weak rate agrees with it. 'see findings': the difference is explained by a finding recorded "
-             "for the same solver on another problem ([findings](findings.md)).",
+             "for the same solver on another problem ([findings](findings.md)).", "",
+             "Strong orders on the two mixtures are pre-asymptotic at 64..512 steps: the RMS pathwise error is "
+             "dominated by the trajectories that end in a different mode on the coarse grid and on the 16x finer "
+             "reference (strong errors of 1e-2 to 2e-1 at 512 steps), so most intervals are wide and the local slopes "
+             "still move. On gauss-1d every first-order sampler measures strong order 1 (tests/test_strong.py, "
+             "tests/test_euler_maruyama.py); a finer, larger sweep on the mixtures is a GPU job.",
              "", "| solver | problem | kind | claimed | measured | interval | local slopes | finest error | status |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for _, row in frame.iterrows():
+    for _, row in frame.sort_values(["kind", "solver", "problem"], kind="stable").iterrows():
         measured = "" if pd.isna(row.get("order")) else f"{row['order']:.2f}"
         interval = "" if pd.isna(row.get("low")) else f"[{row['low']:.2f}, {row['high']:.2f}]"
         claim = "" if pd.isna(row["claimed"]) else f"{row['claimed']:g}"
