@@ -77,3 +77,20 @@ def test_grid_ending_at_sigma_zero(name):
     assert torch.isfinite(out).all()
     expected = solver.expected_nfe(grid)
     assert expected is None or model.nfe == expected
+
+
+def checked_parameters():
+    for name in FAMILIES:
+        for key, spec in _REGISTRY[name][0].params.items():
+            if spec.check is not None and spec.choices is None and not callable(spec.default):
+                yield pytest.param(name, key, id=f"{name}-{key}")
+
+
+@pytest.mark.parametrize(("name", "key"), list(checked_parameters()))
+def test_bad_parameter_values_get_a_clear_error(name, key):
+    """A string, NaN or a bool where a number belongs: a ValueError naming the parameter, never a TypeError."""
+    for bad in ("fast", float("nan"), True):
+        if bad is True and isinstance(_REGISTRY[name][0].params[key].default, bool):
+            continue
+        with pytest.raises(ValueError, match=f"^{key}: invalid value"):
+            get_solver(name, **{key: bad})

@@ -58,9 +58,32 @@ class Param:
     def validate(self, name: str, value: Any) -> Any:
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{name}: expected one of {self.choices}, got {value!r}")
-        if self.check is not None and not self.check(value):
-            raise ValueError(f"{name}: invalid value {value!r} ({self.doc})")
+        if self.check is not None:
+            try:
+                valid = bool(self.check(value))
+            except (TypeError, ValueError):  # a check that cannot even compare the value (a string for a number)
+                valid = False
+            if not valid:
+                raise ValueError(f"{name}: invalid value {value!r} ({self.doc})")
         return value
+
+
+def real(low: float = -math.inf, high: float = math.inf, *, open_low: bool = False, open_high: bool = False,
+         finite: bool = True) -> Callable[[Any], bool]:
+    """A :class:`Param` check: a real number (not a bool or NaN), finite unless ``finite=False``, in [low, high]
+    (open at an end where asked)."""
+    def check(value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return False
+        if finite and not math.isfinite(value):
+            return False
+        return (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+    return check
+
+
+def integer(low: int = 0) -> Callable[[Any], bool]:
+    """A :class:`Param` check: an int (not a bool) of at least ``low``."""
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Claim, Param, Solver
+from .base import Claim, Param, Solver, real
 from .ddpm import log_snr_step, small_noise
 
 
@@ -31,7 +31,7 @@ class DDIMEta(Solver):
     citation = "Song, Meng & Ermon 2021, Denoising Diffusion Implicit Models, eqs. 12 and 16; diffusers DDIMScheduler"
     claim = Claim(None, "none", "Song et al. 2021 state no convergence order for eta > 0")
     params = {"eta": Param(1.0, "stochasticity: 0 is DDIM, 1 is DDPM's posterior variance",
-                           check=lambda v: isinstance(v, (int, float)) and v >= 0 and math.isfinite(v))}
+                           check=real(0.0))}
 
     def step(self, state):
         eps = state.current()

@@ -51,7 +51,7 @@ from ..symbolic import ops
 from ..symbolic.lagrange import GAUSS_NODES, GAUSS_PIECE, TAIL, lagrange_basis
 from ..symbolic.lagrange import gauss_weights as gauss_coefficients
 from ..symbolic.lagrange import riemann_weights as riemann_coefficients
-from .base import Claim, Param, Solver
+from .base import Claim, Param, Solver, integer
 from .runge_kutta import TABLEAUS, ButcherTableau, ExplicitRungeKutta
 
 R = sp.Rational
@@ -94,7 +94,7 @@ class TimeABDEIS(Solver):
         "quadrature": Param("riemann", "coefficient integrals: the official left Riemann sum, or Gauss-Legendre",
                             choices=("riemann", "gauss")),
         "num_item": Param(10000, "points of the official Riemann sum",
-                          check=lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                          check=integer(1)),
     }
     variants = {
         **{f"deis-tab{r}": dict(ab_order=r) for r in range(4)},

@@ -26,7 +26,7 @@ import math
 
 from ..symbolic import ops
 from ..symbolic.phi import data_phis
-from .base import Claim, Param, Solver
+from .base import Claim, Param, Solver, integer, real
 
 SOURCE = "Lu et al. 2022b (DPM-Solver++, arXiv 2211.01095), Sec. 4 and App. B"
 
@@ -46,7 +46,7 @@ class DPMSolverPPMultistep(Solver):
                                   "the factor 2 the Taylor expansion needs", choices=("official", "taylor")),
         "lower_order_final": Param(True, "lower the order of the final steps", choices=(True, False)),
         "lower_order_final_below": Param(10, "apply lower_order_final only below this many steps",
-                                         check=lambda v: isinstance(v, int) and v >= 1),
+                                         check=integer(1)),
     }
     variants = {"dpmpp-1": dict(order=1), "dpmpp-2m": dict(order=2), "dpmpp-2m-heun": dict(order=2,
                 solver_type="heun"), "dpmpp-3m": dict(order=3),
@@ -89,7 +89,7 @@ class DPMSolverPP2S(Solver):
     nfe_per_step = 2
     citation = SOURCE
     claim = Claim(2, "global", SOURCE)
-    params = {"r1": Param(0.5, "position of the intermediate point in lambda", check=lambda v: 0 < v <= 1)}
+    params = {"r1": Param(0.5, "position of the intermediate point in lambda", check=real(0.0, 1.0, open_low=True))}
 
     def step(self, state):
         t, t_next = state.t, state.t_next

@@ -29,12 +29,8 @@ from __future__ import annotations
 
 import math
 
-from .base import Claim, Param, Solver
+from .base import Claim, Param, Solver, real
 from .edm import edm_step
-
-
-def _number(low: float):
-    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= low and not math.isnan(v)
 
 
 class EDMStochastic(Solver):
@@ -48,10 +44,10 @@ class EDMStochastic(Solver):
     claim = Claim(None, "none", "Karras et al. 2022 state no convergence order for the stochastic sampler")
     params = {
         "order": Param(2, "1: Euler, 2: Heun (trapezoidal correction)", choices=(1, 2)),
-        "S_churn": Param(40.0, "stochasticity strength", check=_number(0.0)),
-        "S_tmin": Param(0.05, "smallest EDM sigma that is churned", check=_number(0.0)),
-        "S_tmax": Param(50.0, "largest EDM sigma that is churned (inf allowed)", check=_number(0.0)),
-        "S_noise": Param(1.003, "noise inflation", check=_number(0.0)),
+        "S_churn": Param(40.0, "stochasticity strength", check=real(0.0, finite=False)),
+        "S_tmin": Param(0.05, "smallest EDM sigma that is churned", check=real(0.0, finite=False)),
+        "S_tmax": Param(50.0, "largest EDM sigma that is churned (inf allowed)", check=real(0.0, finite=False)),
+        "S_noise": Param(1.003, "noise inflation", check=real(0.0, finite=False)),
     }
     variants = {"edm-stochastic-euler": dict(order=1)}
 

@@ -38,7 +38,7 @@ import torch
 
 from .. import noise as noise_module
 from ..symbolic import er_sde_integrals as er
-from .base import Claim, Param, Solver
+from .base import Claim, Param, Solver, real
 
 SOURCE = ("Cui et al., Elucidating the solution space of extended reverse-time SDE for diffusion models, arXiv "
           "2309.06169; official QinpengCui/ER-SDE-Solver er_sde_solver.py")
@@ -93,12 +93,12 @@ class ERSDESolver(Solver):
         "noise_scale": Param(7, "official customized_func type 1..7 (1 ODE, 2 reverse SDE, 7 default) or a callable "
                              "phi(s) on float64 tensors with s/phi(s) non-increasing", check=_valid_noise_scale),
         "eta": Param(0.0, "eta of the official type-3 function (eta != 1)",
-                     check=lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v != 1),
+                     check=lambda v: real()(v) and v != 1),
         "integration": Param("official", "I1, I2 by the official 100-point left Riemann sum, or 'exact' (sympy "
                              "closed form for power laws, adaptive quadrature otherwise)",
                              choices=("official", "exact")),
         "clip": Param(1e-6, "official numerical_clip: a step variance below this in magnitude is set to zero",
-                      check=lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0),
+                      check=real(0.0)),
     }
     variants = {"er-sde-1": dict(order=1), "er-sde-2": dict(order=2), "er-sde-3": dict(order=3)}
 

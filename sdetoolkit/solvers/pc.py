@@ -38,7 +38,7 @@ import math
 import torch
 
 from ..noise import noise_prediction_kernel
-from .base import Claim, Param, Solver
+from .base import Claim, Param, Solver, integer, real
 from .ddpm import ancestral_update, schedule_kind, vp_beta
 from .euler_maruyama import euler_maruyama_update
 
@@ -89,8 +89,8 @@ class ScoreSDEPC(Solver):
         "predictor": Param("reverse_diffusion", "predictor update", choices=PREDICTORS),
         "corrector": Param("langevin", "corrector update", choices=CORRECTORS),
         "snr": Param(0.16, "corrector signal-to-noise ratio r",
-                     check=lambda v: isinstance(v, (int, float)) and v > 0 and math.isfinite(v)),
-        "n_steps": Param(1, "corrector updates per step", check=lambda v: isinstance(v, int) and v >= 0),
+                     check=real(0.0, open_low=True)),
+        "n_steps": Param(1, "corrector updates per step", check=integer(0)),
         "norm": Param("batch", "Langevin norms: batch mean of per-sample norms (official) or per sample",
                       choices=("batch", "sample")),
         "denoise": Param(True, "return the last predictor step's noise-free mean (Score-SDE's noise_removal)",

@@ -38,7 +38,7 @@ import math
 import torch
 
 from ..noise import noise_prediction_kernel
-from .base import Claim, Param, Solver
+from .base import Claim, Param, Solver, real
 from .edm import edm_step
 
 
@@ -71,11 +71,11 @@ class Restart(Solver):
         "restarts": Param(((3, 2, 0.06, 0.30),), "restart intervals (n_restart, K, t_min, t_max) in the schedule's "
                           "time (EDM sigma on the edm schedule)",
                           check=_valid_restarts),
-        "s_noise": Param(1.003, "S_noise: scale of the restart jump and churn noise", check=lambda v: v >= 0),
-        "restart_gamma": Param(0.05, "churn factor of the inner restart steps", check=lambda v: v >= 0),
-        "s_min": Param(0.01, "inner churn applies for s_min <= t <= s_max", check=lambda v: v >= 0),
-        "s_max": Param(1.0, "inner churn applies for s_min <= t <= s_max", check=lambda v: v >= 0),
-        "rho": Param(7.0, "Karras exponent of the inner restart grids", check=lambda v: v > 0),
+        "s_noise": Param(1.003, "S_noise: scale of the restart jump and churn noise", check=real(0.0)),
+        "restart_gamma": Param(0.05, "churn factor of the inner restart steps", check=real(0.0)),
+        "s_min": Param(0.01, "inner churn applies for s_min <= t <= s_max", check=real(0.0)),
+        "s_max": Param(1.0, "inner churn applies for s_min <= t <= s_max", check=real(0.0)),
+        "rho": Param(7.0, "Karras exponent of the inner restart grids", check=real(0.0, open_low=True)),
     }
 
     # -- the grid interplay -----------------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ import math
 
 import numpy as np
 
-from .base import Claim, Param, Solver
-from .sde_dpm_solver_pp import _non_negative, eta_noise
+from .base import Claim, Param, Solver, real
+from .sde_dpm_solver_pp import eta_noise
 
 CITATION = ("Xue, Yi, Luo, Zhang, Sun, Li & Ma 2023, SA-Solver: Stochastic Adams Solver for Fast Sampling of "
             "Diffusion Models (NeurIPS 2023, arXiv 2309.05019); scxue/SA-Solver sa_solver.py; diffusers "
@@ -92,11 +92,10 @@ class SASolver(Solver):
         "corrector_order": Param(4, "SA-Corrector order c, 0 = no corrector (official default 4)",
                                  choices=(0, 1, 2, 3, 4)),
         "pc_mode": Param("PEC", "PEC (one NFE per step) or PECE (two)", choices=("PEC", "PECE")),
-        "tau": Param(1.0, "tau inside the window (the official eta of tau_t)", check=_non_negative),
+        "tau": Param(1.0, "tau inside the window (the official eta of tau_t)", check=real(0.0)),
         "tau_t_min": Param(0.2, "tau(t) = tau for tau_t_min <= t <= tau_t_max, else 0 (official: 0.2 .. 0.8)",
-                           check=lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
-        "tau_t_max": Param(0.8, "upper end of the tau window", check=lambda v: isinstance(v, (int, float))
-                           and not isinstance(v, bool)),
+                           check=real(finite=False)),
+        "tau_t_max": Param(0.8, "upper end of the tau window", check=real(finite=False)),
         "rescale": Param(True, "the few-step rescaling of the order-2 weights (official sample_few_steps)",
                          choices=(True, False)),
         "lower_order_final": Param(True, "official lower_order_final", choices=(True, False)),

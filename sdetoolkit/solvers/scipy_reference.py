@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from scipy.integrate import solve_ivp
 
-from .base import Claim, Param, Solver
+from .base import Claim, Param, Solver, real
 
 
 class ScipyReference(Solver):
@@ -27,8 +27,8 @@ class ScipyReference(Solver):
     claim = Claim(None, "none", "adaptive reference: accuracy set by rtol/atol, not by the grid")
     params = {
         "method": Param("DOP853", "solve_ivp method", choices=("RK45", "DOP853")),
-        "rtol": Param(1e-10, "relative tolerance", check=lambda v: 0 < v < 1),
-        "atol": Param(1e-10, "absolute tolerance", check=lambda v: v > 0),
+        "rtol": Param(1e-10, "relative tolerance", check=real(0.0, 1.0, open_low=True, open_high=True)),
+        "atol": Param(1e-10, "absolute tolerance", check=real(0.0, open_low=True)),
     }
     variants = {"scipy-rk45": dict(method="RK45"), "scipy-dop853": dict(method="DOP853")}
 

@@ -40,7 +40,7 @@ import math
 
 from ..noise import Kernel, data_prediction_kernel, noise_prediction_kernel
 from ..symbolic.phi import data_phis
-from .base import Claim, Param, Solver
+from .base import Claim, Param, Solver, integer, real
 
 CITATION = ("Lu et al. 2022b (DPM-Solver++, arXiv 2211.01095); diffusers DPMSolverMultistepScheduler "
             "(algorithm_type 'sde-dpmsolver++' / 'sde-dpmsolver'); crowsonkb/k-diffusion sampling.py "
@@ -73,10 +73,6 @@ def eta_noise(state, eta: float, t_hi: float, t_lo: float):
     return math.exp(-eta * state.lam(t_lo)) * integral
 
 
-def _non_negative(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-
-
 class SDEDPMSolverPP(Solver):
     """SDE-DPM-Solver++ 1/2M/3M (data prediction, multistep, one evaluation per step), with eta and s_noise."""
 
@@ -91,14 +87,14 @@ class SDEDPMSolverPP(Solver):
         "order": Param(2, "multistep order (diffusers solver_order default 2)", choices=(1, 2, 3)),
         "solver_type": Param("midpoint", "correction of the second-order step", choices=("midpoint", "heun")),
         "eta": Param(1.0, "eta of the eta-SDE: noise sigma_t sqrt(1 - e^(-2 eta h)); 0 is the ODE (k-diffusion)",
-                     check=_non_negative),
-        "s_noise": Param(1.0, "noise scale (k-diffusion)", check=_non_negative),
+                     check=real(0.0)),
+        "s_noise": Param(1.0, "noise scale (k-diffusion)", check=real(0.0)),
         "third_order": Param("diffusers", "3M's D2 weight: 'diffusers' as coded (eta = 1 only) or 'k-diffusion'",
                              choices=("diffusers", "k-diffusion")),
         "lower_order_final": Param(True, "lower the order of the final steps (diffusers; k-diffusion: no)",
                                    choices=(True, False)),
         "lower_order_final_below": Param(15, "apply lower_order_final only below this many steps (diffusers: 15)",
-                                         check=lambda v: isinstance(v, int) and v >= 1),
+                                         check=integer(1)),
     }
     variants = {
         "sde-dpmpp-1": dict(order=1),
@@ -177,7 +173,7 @@ class SDEDPMSolver(Solver):
         "solver_type": Param("midpoint", "correction of the second-order step", choices=("midpoint", "heun")),
         "lower_order_final": Param(True, "lower the order of the final steps", choices=(True, False)),
         "lower_order_final_below": Param(15, "apply lower_order_final only below this many steps (diffusers: 15)",
-                                         check=lambda v: isinstance(v, int) and v >= 1),
+                                         check=integer(1)),
     }
     variants = {"sde-dpm-solver-1": dict(order=1), "sde-dpm-solver-2m": dict(order=2),
                 "sde-dpm-solver-2m-heun": dict(order=2, solver_type="heun")}

@@ -44,8 +44,8 @@ import math
 
 from ..noise import noise_prediction_kernel
 from ..symbolic.phi import z_phi
-from .base import Claim, Param, Solver
-from .sde_dpm_solver_pp import _non_negative, eta_data_kernel
+from .base import Claim, Param, Solver, real
+from .sde_dpm_solver_pp import eta_data_kernel
 
 CITATION = ("Gonzalez, Fernandez, Tran, Gherbi, Hajri & Masmoudi 2023, SEEDS: Exponential SDE Solvers for Fast "
             "High-Quality Sampling from Diffusion Models (NeurIPS 2023, arXiv 2305.14267); nfsrules/SEEDS "
@@ -117,8 +117,8 @@ class SEEDSData(_SEEDS):
     parameterisation = "x0"
     params = {
         "order": Param(1, "number of stages (SEEDS-1, -2, -3)", choices=(1, 2, 3)),
-        "eta": Param(1.0, "eta of the eta-SDE (ComfyUI; the SEEDS repository: 1)", check=lambda v: _non_negative(v)),
-        "s_noise": Param(1.0, "noise scale (ComfyUI)", check=_non_negative),
+        "eta": Param(1.0, "eta of the eta-SDE (ComfyUI; the SEEDS repository: 1)", check=real(0.0)),
+        "s_noise": Param(1.0, "noise scale (ComfyUI)", check=real(0.0)),
         "stage3": Param("lagrange", "SEEDS-3 stage-3 weight: exact 'lagrange' (ComfyUI) or 'seeds-repo' as coded",
                         choices=("lagrange", "seeds-repo")),
     }
