@@ -38,6 +38,7 @@ import math
 
 import numpy as np
 
+from ..symbolic.lagrange import lagrange_basis
 from .base import Claim, Param, Solver, real
 from .sde_dpm_solver_pp import eta_noise
 
@@ -54,17 +55,9 @@ def adams_weights(nodes, h: float, kappa: float) -> list[float]:
     ``nodes``: the interpolation nodes relative to :math:`\lambda_t` (the step's end), any order. The weights
     multiply :math:`\alpha_t m_j`; they sum to :math:`1 - e^{-\kappa h}`.
     """
-    nodes = np.asarray(nodes, dtype=np.float64)
     u = -0.5 * h * (1.0 - _NODES)               # Gauss-Legendre nodes mapped to [-h, 0]
     weight = 0.5 * h * _WEIGHTS * kappa * np.exp(kappa * u)
-    out = []
-    for j in range(len(nodes)):
-        basis = np.ones_like(u)
-        for k in range(len(nodes)):
-            if k != j:
-                basis = basis * (u - nodes[k]) / (nodes[j] - nodes[k])
-        out.append(float(np.sum(weight * basis)))
-    return out
+    return [float(v) for v in (lagrange_basis(u, nodes) * weight).sum(axis=1)]
 
 
 def rescale_terms(h: float, kappa: float, h_prev: float) -> tuple[float, float]:
