@@ -362,6 +362,13 @@ class Gaussian(GaussianMixture):
         return GaussianTransition(mean, v_s * cond_var / v_t, None if basis is None else basis[0])
 
 
+def eigen_covariance(variances: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    """The dense covariance ``basis @ diag(variances) @ basis.T`` (basis None: diagonal)."""
+    if basis is None:
+        return torch.diag(variances)
+    return (basis * variances) @ basis.T
+
+
 @dataclass(frozen=True)
 class GaussianTransition:
     """A batch of Gaussians sharing one covariance ``basis @ diag(variances) @ basis.T`` (basis None: diagonal)."""
@@ -372,9 +379,7 @@ class GaussianTransition:
 
     @property
     def cov(self) -> torch.Tensor:
-        if self.basis is None:
-            return torch.diag(self.variances)
-        return (self.basis * self.variances) @ self.basis.T
+        return eigen_covariance(self.variances, self.basis)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         z = torch.randn(self.mean.shape, dtype=self.mean.dtype, device=self.mean.device, generator=generator)

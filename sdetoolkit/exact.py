@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .distributions import Gaussian
+from .distributions import Gaussian, eigen_covariance
 from .grids import make_grid
 from .models import AnalyticModel
 from .noise import NoiseSource, step_factor
@@ -51,9 +51,7 @@ class GaussianLaw:
 
     @property
     def cov(self) -> torch.Tensor:
-        if self.basis is None:
-            return torch.diag(self.variances)
-        return (self.basis * self.variances) @ self.basis.T
+        return eigen_covariance(self.variances, self.basis)
 
     def _rotated_mean(self) -> torch.Tensor:
         return self.mean if self.basis is None else self.basis.T @ self.mean
