@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
+import tempfile
+import time
 
 from .catalogue import get_problem, list_problems
 from .schedules import get_schedule, list_schedules
@@ -92,6 +95,89 @@ def _symbolic_order(args) -> int:
     return 0
 
 
+def _order(args) -> int:
+    import torch
+
+    from .findings import findings_for
+    from .report import CLAIM_KIND, claimed_order, verdict
+    from .solvers import get_solver
+    from .studies.cells import fit_orders
+    from .studies.study import Study
+
+    kind = {"ode": "ode", "weak": "weak-exact", "strong": "strong"}[args.kind]
+    default_steps = {"ode": [32, 48, 64, 96, 128, 192, 256], "weak-exact": [16, 24, 32, 48, 64, 96, 128, 192, 256],
+                     "strong": [16, 32, 64, 128]}[kind]
+    params = json.loads(args.params) if args.params else {}
+    options = {"grid": args.grid} | ({"n_samples": args.n_samples} if args.n_samples and kind != "weak-exact" else {})
+    study = Study(name="order", kind=kind, problems=(args.problem,), solvers=({"name": args.solver, "params": params},),
+                  steps=tuple(args.steps or default_steps), seeds=(args.seed,), options=options)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    store = pathlib.Path(args.out) if args.out else pathlib.Path(tempfile.mkdtemp(prefix="sdetoolkit-order-"))
+    rows = study.run(store, resume=args.out is not None, progress=not args.json)
+    fits = fit_orders(rows)
+    solver = get_solver(args.solver, **params)
+    claimed = claimed_order(solver, CLAIM_KIND[kind])
+    result = dict(solver=args.solver, params=params, problem=args.problem, kind=args.kind, claimed=claimed,
+                  findings=[f.summary() for f in findings_for(args.solver) if f.problem == args.problem],
+                  errors=rows.drop(columns=["cell", "params", "options"]).to_dict(orient="records"), fits=[])
+    for _, fit in fits.iterrows():
+        entry = {k: (None if isinstance(v, float) and v != v else v) for k, v in fit.to_dict().items()
+                 if k in ("metric", "order", "low", "high", "interval", "local_slopes", "dropped", "finest_error",
+                          "note")}
+        entry["status"] = verdict(dict(fit.to_dict(), claimed=claimed))
+        result["fits"].append(entry)
+    if args.json:
+        print(json.dumps(result, indent=2, default=float))
+        return 0
+    claim = "no claim" if claimed is None else f"claimed {claimed:g}"
+    print(f"{args.solver} on {args.problem}, {args.kind} order ({claim}); steps {list(study.steps)}")
+    for entry in result["fits"]:
+        if entry.get("note"):
+            print(f"  {entry['metric']:<12} not fitted: {entry['note']}")
+            continue
+        dropped = f"; dropped {entry['dropped']}" if entry["dropped"] else ""
+        print(f"  {entry['metric']:<12} p = {entry['order']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}] "
+              f"({entry['interval']}); local slopes {entry['local_slopes']}{dropped} -> {entry['status']}")
+    for finding in result["findings"]:
+        print(f"  finding: {finding}")
+    return 0
+
+
+def _study(args) -> int:
+    from .studies.cells import fit_orders
+    from .studies.study import Study
+    from .studies.sweep import LocalExecutor
+
+    study = Study.from_toml(args.file)
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.file).parent / "results" / study.name
+    rows = study.run(out, executor=LocalExecutor(args.workers), resume=not args.fresh)
+    fits = fit_orders(rows) if len(rows) else rows
+    fits.to_csv(out / "fits.csv", index=False)
+    written = [out / "rows.csv", out / "fits.csv"]
+    if study.figures and len(rows):
+        from .figures import draw_study
+
+        written += draw_study(study.figures, rows, fits, out / "figures")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import run_report, summary, write_report
+
+    start = time.perf_counter()
+    report = run_report(args.out, workers=args.workers, resume=not args.fresh, progress=not args.quiet)
+    written = write_report(report, args.out, figures=not args.no_figures)
+    print(report.orders.to_string(index=False, columns=["solver", "problem", "kind", "claimed", "order", "low",
+                                                        "high", "status"], float_format=lambda v: f"{v:.2f}"))
+    print("\nstatus counts:", summary(report.orders))
+    print("seconds per study:", {k: round(v, 1) for k, v in report.seconds.items()},
+          f"total {time.perf_counter() - start:.1f}")
+    print(f"wrote {len(written)} files under {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdetoolkit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +198,33 @@ def build_parser() -> argparse.ArgumentParser:
     symbolic.add_argument("solver")
     symbolic.add_argument("--json", action="store_true")
     symbolic.set_defaults(run=_symbolic_order)
+    order = commands.add_parser("order", help="measure a solver's order (ode: global; weak: exact W2 on Gaussian "
+                                "problems; strong: one Brownian path) with its interval and the claim")
+    order.add_argument("solver")
+    order.add_argument("--problem", default="gauss-1d", choices=list_problems())
+    order.add_argument("--kind", default="ode", choices=("ode", "weak", "strong"))
+    order.add_argument("--steps", type=int, nargs="+", help="step counts (defaults per kind)")
+    order.add_argument("--params", help="solver parameters as JSON, e.g. '{\"order\": 3}'")
+    order.add_argument("--grid", default="uniform-lambda")
+    order.add_argument("--n-samples", type=int, help="trajectories (ode, strong)")
+    order.add_argument("--seed", type=int, default=0)
+    order.add_argument("--out", help="keep the rows in this folder (and resume from it)")
+    order.add_argument("--json", action="store_true")
+    order.set_defaults(run=_order)
+    study = commands.add_parser("study", help="run a study described in a TOML file; write rows, fits, figures")
+    study.add_argument("file")
+    study.add_argument("--out", help="results folder (default: results/<name> beside the file)")
+    study.add_argument("--workers", type=int, default=1, help="processes")
+    study.add_argument("--fresh", action="store_true", help="discard finished cells instead of resuming")
+    study.set_defaults(run=_study)
+    report = commands.add_parser("report", help="declared-vs-measured orders of every solver on the standard "
+                                 "problems: Markdown, LaTeX, figures")
+    report.add_argument("--out", default="report")
+    report.add_argument("--workers", type=int, default=2, help="processes")
+    report.add_argument("--fresh", action="store_true", help="discard finished cells instead of resuming")
+    report.add_argument("--no-figures", action="store_true")
+    report.add_argument("--quiet", action="store_true", help="no progress bars")
+    report.set_defaults(run=_report)
     schedules = commands.add_parser("schedules", help="list the schedule families")
     schedules.set_defaults(run=_schedules)
     return parser

@@ -533,3 +533,26 @@ def _latex_escape(text) -> str:
     if text is None or (isinstance(text, float) and math.isnan(text)):
         return ""
     return "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
+
+
+FIGURE_TYPES = ("convergence", "error_vs_nfe", "work_precision", "one_step_error")
+
+
+def draw_study(specs, rows: pd.DataFrame, fits: pd.DataFrame | None, folder) -> list[pathlib.Path]:
+    """The figures a study file asks for: each spec names a ``type`` in :data:`FIGURE_TYPES`, an optional ``name``
+    and the keyword arguments of that function (``metric``, ``x``...); one figure per problem, PDF and PNG."""
+    written = []
+    for i, spec in enumerate(specs):
+        spec = dict(spec)
+        kind = spec.pop("type", None)
+        if kind not in FIGURE_TYPES:
+            raise ValueError(f"figures[{i}].type: expected one of {FIGURE_TYPES}, got {kind!r}")
+        stem = spec.pop("name", f"{kind}-{i}")
+        for problem, part in rows.groupby("problem"):
+            extra = {}
+            if kind == "convergence" and fits is not None and len(fits) and "order" in fits:
+                metric = spec.get("metric")
+                chosen = fits[(fits.problem == problem) & ((fits.metric == metric) if metric else True)]
+                extra["fits"] = chosen.dropna(subset=["order"])
+            written.extend(save(globals()[kind](part, **spec, **extra), pathlib.Path(folder) / f"{stem}-{problem}"))
+    return written

@@ -1,0 +1,123 @@
+"""The built-in study kinds a sweep cell can run, each with the order fitter for its rows.
+
+* ``ode``: :func:`~sdetoolkit.studies.convergence.ode_errors` (one cell per step count; errors ``rms``, ``max``).
+* ``weak-exact``: :func:`~sdetoolkit.exact.weak_errors`, the exact W2 and KL of a linear solver's output law on a
+  Gaussian problem (``w2_marginal``, ``kl_marginal``, ``w2_data``, ``kl_data``; no Monte Carlo).
+* ``strong``: :func:`~sdetoolkit.studies.strong.strong_order`, coupled over all step counts of the cell (one
+  Brownian path); its bootstrap fit travels in the rows (columns ``fit_order``, ``fit_low``, ``fit_high``).
+
+Options (``n_samples``, ``grid``, ``levels``) come from the cell; everything else is the studies' defaults.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..catalogue import Problem, get_problem
+from ..solvers import get_solver
+from .order import OrderFit, fit_order
+from .sweep import Cell, cell_kind
+
+
+@lru_cache(maxsize=64)
+def problem_named(name: str) -> Problem:
+    """One Problem object per name and process, so references memoised per problem are reused across cells."""
+    return get_problem(name)
+
+
+def _common(cell: Cell) -> dict:
+    return dict(problem=cell.problem, solver=cell.solver, seed=cell.seed, dtype=cell.dtype)
+
+
+def _fit_ode(rows: pd.DataFrame) -> OrderFit:
+    from .convergence import fit_table
+    return fit_table(rows, str(rows.metric.iloc[0]))
+
+
+@cell_kind("ode", fit=_fit_ode)
+def ode_cell(cell: Cell) -> pd.DataFrame:
+    from .convergence import ode_errors
+
+    solver = get_solver(cell.solver, **dict(cell.params))
+    return pd.concat([ode_errors(solver, problem_named(cell.problem), n, seed=cell.seed,
+                                 dtype=getattr(torch, cell.dtype), **dict(cell.options)) for n in cell.steps],
+                     ignore_index=True)
+
+
+WEAK_METRICS = ("w2_marginal", "kl_marginal", "w2_data", "kl_data")
+WEAK_FLOOR = 1e-12
+
+
+def _fit_weak(rows: pd.DataFrame) -> OrderFit:
+    rows = rows.sort_values("steps")
+    return fit_order(1.0 / rows.steps.to_numpy(float), rows.value.to_numpy(float), floor=WEAK_FLOOR)
+
+
+@cell_kind("weak-exact", fit=_fit_weak)
+def weak_exact_cell(cell: Cell) -> pd.DataFrame:
+    from ..exact import weak_errors
+
+    if cell.dtype != "float64":
+        raise ValueError(f"dtype: the exact weak study runs in float64, got {cell.dtype!r}")
+    solver = get_solver(cell.solver, **dict(cell.params))
+    table = weak_errors(solver, problem_named(cell.problem), list(cell.steps), **dict(cell.options))
+    long = table.melt(id_vars=["steps", "nfe"], value_vars=list(WEAK_METRICS), var_name="metric")
+    return long.assign(**_common(cell), stderr=np.nan)
+
+
+def _fit_strong(rows: pd.DataFrame) -> OrderFit:
+    rows = rows.sort_values("steps")
+    fit = fit_order(1.0 / rows.steps.to_numpy(float), rows.value.to_numpy(float), corrections=0)
+    first = rows.iloc[0]
+    return OrderFit(order=float(first.fit_order), low=float(first.fit_low), high=float(first.fit_high),
+                    ci_low=float(first.fit_low), ci_high=float(first.fit_high), stderr=float(first.fit_stderr),
+                    truncation=float("nan"), confidence=0.95, steps=fit.steps, errors=fit.errors,
+                    local_slopes=fit.local_slopes, dropped=(), interval="bootstrap interval")
+
+
+@cell_kind("strong", fit=_fit_strong)
+def strong_cell(cell: Cell) -> pd.DataFrame:
+    from .strong import strong_order
+
+    if cell.dtype != "float64":
+        raise ValueError(f"dtype: the strong study runs in float64, got {cell.dtype!r}")
+    solver = get_solver(cell.solver, **dict(cell.params))
+    study = strong_order(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
+                         **dict(cell.options))
+    table = study.table
+    return pd.DataFrame(dict(**_common(cell), steps=table.steps, nfe=np.nan, metric="strong",
+                             value=table.strong_error, stderr=table.standard_error,
+                             reference_steps=table.reference_steps, fit_order=study.fit.order,
+                             fit_low=study.fit.low, fit_high=study.fit.high, fit_stderr=study.fit.stderr))
+
+
+FIT_GROUP = ["study", "problem", "solver", "params", "options", "seed", "dtype", "metric"]
+
+
+def fit_orders(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (study, problem, solver, parameters, options, seed, dtype, metric) with the fitted order, its
+    interval, the local slopes and the dropped points; groups whose kind fits nothing, or that cannot be fitted
+    (too few points above the floors), say why in ``note``."""
+    from .sweep import fitter
+
+    rows = []
+    for key, group in table.groupby(FIT_GROUP, sort=False, dropna=False):
+        fit_function = fitter(key[0])
+        if fit_function is None:
+            continue
+        row = dict(zip(FIT_GROUP, key, strict=True))
+        try:
+            fit = fit_function(group)
+        except ValueError as err:
+            rows.append(dict(row, note=str(err)))
+            continue
+        rows.append(dict(row, order=fit.order, low=fit.low, high=fit.high, interval=fit.interval,
+                         local_slopes=" ".join(f"{v:.2f}" for v in fit.local_slopes),
+                         dropped=" ".join(f"{1 / h:.0f}:{why}" for h, why in zip(fit.dropped, fit.drop_reasons,
+                                                                               strict=True)),
+                         finest_error=float(group.sort_values("steps").value.iloc[-1]), note=""))
+    return pd.DataFrame(rows)
