@@ -104,7 +104,7 @@ class ExplicitRungeKutta(Solver):
         return Claim(self.order, "global", "classical order of the tableau (Butcher 2016, Sec. 31)")
 
     def step(self, state):
-        variable = IntegrationVariable(self.variable, state.schedule)
+        variable = IntegrationVariable.of(self.variable, state.schedule)
         u0, u1 = variable.u(state.t), variable.u(state.t_next)
         h = u1 - u0
         X0 = variable.state(state.x, state.t)

@@ -228,7 +228,7 @@ def _runge_kutta(solver: ExplicitRungeKutta, divergence: _Divergence, x: torch.T
     tableau = TABLEAUS[solver.tableau]
     a = [[float(v) for v in row] for row in tableau.A]
     b, c = [float(v) for v in tableau.b], [float(v) for v in tableau.c]
-    variable = IntegrationVariable(solver.variable, divergence.model.schedule)
+    variable = IntegrationVariable.of(solver.variable, divergence.model.schedule)
     gain = 0.0
     for t0, t1 in itertools.pairwise(ascending):
         u0 = variable.u(t0)
