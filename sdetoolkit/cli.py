@@ -99,7 +99,7 @@ def _order(args) -> int:
     import torch
 
     from .findings import findings_for
-    from .report import CLAIM_KIND, claimed_order, verdict
+    from .report import CLAIM_KIND, VERDICT_METRIC, claimed_order, verdict
     from .solvers import get_solver
     from .studies.cells import fit_orders
     from .studies.study import Study
@@ -124,7 +124,8 @@ def _order(args) -> int:
         entry = {k: (None if isinstance(v, float) and v != v else v) for k, v in fit.to_dict().items()
                  if k in ("metric", "order", "low", "high", "interval", "local_slopes", "dropped", "finest_error",
                           "note")}
-        entry["status"] = verdict(dict(fit.to_dict(), claimed=claimed))
+        entry["status"] = (verdict(dict(fit.to_dict(), claimed=claimed)) if fit.metric == VERDICT_METRIC[kind]
+                           else "")
         result["fits"].append(entry)
     if args.json:
         print(json.dumps(result, indent=2, default=float))
@@ -137,7 +138,8 @@ def _order(args) -> int:
             continue
         dropped = f"; dropped {entry['dropped']}" if entry["dropped"] else ""
         print(f"  {entry['metric']:<12} p = {entry['order']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}] "
-              f"({entry['interval']}); local slopes {entry['local_slopes']}{dropped} -> {entry['status']}")
+              f"({entry['interval']}); local slopes {entry['local_slopes']}{dropped}"
+              + (f" -> {entry['status']}" if entry["status"] else ""))
     for finding in result["findings"]:
         print(f"  finding: {finding}")
     return 0

@@ -5,6 +5,11 @@
   Gaussian problem (``w2_marginal``, ``kl_marginal``, ``w2_data``, ``kl_data``; no Monte Carlo).
 * ``strong``: :func:`~sdetoolkit.studies.strong.strong_order`, coupled over all step counts of the cell (one
   Brownian path); its bootstrap fit travels in the rows (columns ``fit_order``, ``fit_low``, ``fit_high``).
+* ``distance``: :func:`~sdetoolkit.studies.distances.distance_vs_nfe` (W2, KL, OT and sliced W2, MMD, moments;
+  no order fitted: distances against NFE are what the figures show).
+* ``likelihood``: :func:`~sdetoolkit.studies.likelihood.likelihood`; the order of the exact-trace ``rms`` error.
+* ``one-step``: :func:`~sdetoolkit.studies.one_step.one_step_error` (options ``t`` and ``h``; the cell's steps are
+  unused); local orders per t are in its own summary, not fitted here.
 
 Options (``n_samples``, ``grid``, ``levels``) come from the cell; everything else is the studies' defaults.
 """
@@ -95,6 +100,40 @@ def strong_cell(cell: Cell) -> pd.DataFrame:
                              fit_low=study.fit.low, fit_high=study.fit.high, fit_stderr=study.fit.stderr))
 
 
+@cell_kind("distance")
+def distance_cell(cell: Cell) -> pd.DataFrame:
+    from .distances import distance_vs_nfe
+
+    solver = get_solver(cell.solver, **dict(cell.params))
+    return distance_vs_nfe(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
+                           dtype=getattr(torch, cell.dtype), **dict(cell.options)).table
+
+
+def _fit_likelihood(rows: pd.DataFrame) -> OrderFit | None:
+    rows = rows[rows.probes == 0].sort_values("steps")
+    if rows.metric.iloc[0] != "rms" or rows.empty:
+        return None
+    return fit_order(1.0 / rows.steps.to_numpy(float), rows.value.to_numpy(float))
+
+
+@cell_kind("likelihood", fit=_fit_likelihood)
+def likelihood_cell(cell: Cell) -> pd.DataFrame:
+    from .likelihood import likelihood
+
+    solver = get_solver(cell.solver, **dict(cell.params))
+    return likelihood(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
+                      dtype=getattr(torch, cell.dtype), **dict(cell.options)).table
+
+
+@cell_kind("one-step")
+def one_step_cell(cell: Cell) -> pd.DataFrame:
+    from .one_step import one_step_error
+
+    solver = get_solver(cell.solver, **dict(cell.params))
+    return one_step_error(solver, problem_named(cell.problem), seed=cell.seed, dtype=getattr(torch, cell.dtype),
+                          **dict(cell.options)).table
+
+
 FIT_GROUP = ["study", "problem", "solver", "params", "options", "seed", "dtype", "metric"]
 
 
@@ -114,6 +153,8 @@ def fit_orders(table: pd.DataFrame) -> pd.DataFrame:
             fit = fit_function(group)
         except ValueError as err:
             rows.append(dict(row, note=str(err)))
+            continue
+        if fit is None:
             continue
         rows.append(dict(row, order=fit.order, low=fit.low, high=fit.high, interval=fit.interval,
                          local_slopes=" ".join(f"{v:.2f}" for v in fit.local_slopes),

@@ -22,7 +22,7 @@ registry: ``deterministic``, ``stochastic``, ``linear`` (exact moment propagatio
 solver with a claimed order) or ``all``, or several of them separated by spaces (every one must hold:
 ``"stochastic linear"``). Selectors skip the adaptive references (family ``reference``). Study kinds that
 couple their step counts (``strong``) get one cell per (problem, solver, seed, dtype) holding every step count;
-the others get one cell per step count.
+``one-step`` takes no step counts (its options set h and t); the others get one cell per step count.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ else:  # pragma: no cover - Python 3.10 only
     import tomli as tomllib
 
 COUPLED_KINDS = frozenset({"strong", "weak-mc"})
+STEPLESS_KINDS = frozenset({"one-step"})
 SELECTORS = {
     "all": lambda solver: True,
     "deterministic": lambda solver: not solver.stochastic,
@@ -60,7 +61,7 @@ class Study:
     kind: str
     problems: tuple
     solvers: tuple
-    steps: tuple
+    steps: tuple = ()
     seeds: tuple = (0,)
     dtypes: tuple = ("float64",)
     options: dict = field(default_factory=dict)
@@ -74,7 +75,10 @@ class Study:
             raise ValueError(f"problems: unknown or empty {unknown or list(self.problems)}; known: "
                              f"{', '.join(list_problems())}")
         steps = [int(n) for n in self.steps]
-        if not steps or min(steps) < 1:
+        if self.kind in STEPLESS_KINDS:
+            if steps:
+                raise ValueError(f"steps: the {self.kind!r} study takes no step counts (its options set h and t)")
+        elif not steps or min(steps) < 1:
             raise ValueError(f"steps: need positive step counts, got {list(self.steps)}")
         object.__setattr__(self, "solvers", tuple(expand_solvers(self.solvers)))
         object.__setattr__(self, "steps", tuple(sorted(set(steps))))
@@ -82,11 +86,11 @@ class Study:
     @classmethod
     def from_dict(cls, spec: dict) -> Study:
         study = dict(spec.get("study", spec))
-        for key in ("name", "kind", "problems", "solvers", "steps"):
+        for key in ("name", "kind", "problems", "solvers"):
             if key not in study:
                 raise ValueError(f"study.{key}: missing")
         return cls(name=study["name"], kind=study["kind"], problems=tuple(study["problems"]),
-                   solvers=tuple(study["solvers"]), steps=tuple(study["steps"]),
+                   solvers=tuple(study["solvers"]), steps=tuple(study.get("steps", ())),
                    seeds=tuple(study.get("seeds", (0,))), dtypes=tuple(study.get("dtypes", ("float64",))),
                    options=dict(study.get("options", {})), figures=tuple(spec.get("figures", ())))
 
@@ -96,7 +100,8 @@ class Study:
             return cls.from_dict(tomllib.load(handle))
 
     def cells(self) -> list[Cell]:
-        step_sets = [self.steps] if self.kind in COUPLED_KINDS else [(n,) for n in self.steps]
+        coupled = self.kind in COUPLED_KINDS | STEPLESS_KINDS
+        step_sets = [self.steps] if coupled else [(n,) for n in self.steps]
         return [Cell.make(self.kind, problem, name, steps, seed=seed, dtype=dtype, params=params,
                           options=self.options)
                 for problem in self.problems for name, params in self.solvers for seed in self.seeds

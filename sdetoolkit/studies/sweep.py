@@ -43,13 +43,17 @@ class Cell:
     def make(cls, study: str, problem: str, solver: str, steps, *, seed: int = 0, dtype: str = "float64",
              params: dict | None = None, options: dict | None = None) -> Cell:
         steps = (int(steps),) if isinstance(steps, int) else tuple(int(n) for n in steps)
-        return cls(study, problem, solver, steps, int(seed), dtype, tuple(sorted((params or {}).items())),
-                   tuple(sorted((options or {}).items())))
+        return cls(study, problem, solver, steps, int(seed), dtype, _frozen(params or {}), _frozen(options or {}))
 
     @property
     def key(self) -> str:
         """A canonical JSON string naming the cell (the resume key)."""
         return json.dumps(asdict(self), sort_keys=True, default=str)
+
+
+def _frozen(mapping: dict) -> tuple:
+    """Sorted (name, value) pairs with list values as tuples, so that a cell is hashable."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in mapping.items()))
 
 
 CellRunner = Callable[[Cell], pd.DataFrame]
