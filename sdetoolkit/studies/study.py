@@ -20,13 +20,16 @@ A TOML study file::
 A solver entry is a registered name, a table with ``name`` and ``params``, or a selector that expands to the
 registry: ``deterministic``, ``stochastic``, ``linear`` (exact moment propagation applies), ``claimed`` (every
 solver with a claimed order) or ``all``, or several of them separated by spaces (every one must hold:
-``"stochastic linear"``). Selectors skip the adaptive references (family ``reference``). Study kinds that
+``"stochastic linear"``). Selectors skip the adaptive references (family ``reference``) and measure each
+configuration once: registry names that build the same solver (``edm`` and ``edm-heun``) are aliases, and the
+most specific name stands for them (:func:`aliases`). Study kinds that
 couple their step counts (``strong``) get one cell per (problem, solver, seed, dtype) holding every step count;
 ``one-step`` takes no step counts (its options set h and t); the others get one cell per step count.
 """
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import sys
 from dataclasses import dataclass, field
@@ -127,7 +130,7 @@ def expand_solvers(entries) -> list[tuple[str, dict]]:
             get_solver(name, **params)  # validates the name and the parameters now, not mid-sweep
             pairs = [(name, params)]
         elif all(word in SELECTORS for word in str(entry).split()):
-            pairs = [(name, {}) for name in list_solvers() if get_solver(name).family != "reference"
+            pairs = [(name, {}) for name in aliases() if get_solver(name).family != "reference"
                      and all(SELECTORS[word](get_solver(name)) for word in entry.split())]
         else:
             get_solver(entry)
@@ -136,3 +139,20 @@ def expand_solvers(entries) -> list[tuple[str, dict]]:
     if not out:
         raise ValueError("solvers: the study selects no solver")
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def aliases() -> dict[str, tuple[str, ...]]:
+    """Each distinct solver configuration of the registry under its most specific name (a variant's name rather than
+    the family's default name, then the longest), with its other names."""
+    groups: dict[tuple, list[str]] = {}
+    for name in list_solvers():
+        solver = get_solver(name)
+        key = (type(solver), tuple(sorted((k, repr(v)) for k, v in solver.describe()["params"].items())))
+        groups.setdefault(key, []).append(name)
+    chosen = {}
+    for names in groups.values():
+        default = type(get_solver(names[0])).name
+        main = max(names, key=lambda n: (n != default, len(n), n))
+        chosen[main] = tuple(sorted(n for n in names if n != main))
+    return dict(sorted(chosen.items()))
