@@ -14,6 +14,11 @@ one batched run per part:
   affine denoiser) from :math:`\sqrt{V_T}` (row 0) and from zero with a unit value of the k-th scalar normal draw
   (row 1 + k), so no difference of large numbers is ever formed.
 
+A model with a controlled error (:class:`~sdetoolkit.models.ScoreError`) keeps this structure: its bias
+:math:`b(t)u` is a constant of the affine denoiser (it goes to the mean run), and its random part :math:`n(t)\xi_j`, a
+fresh :math:`\xi_j \sim \mathcal N(0, I)` at evaluation j, is one more set of standard normal draws, isotropic and
+so independent per coordinate in the eigenbasis too; each gets a probe row like the solver's noise.
+
 A superposition check on random inputs and noise then refuses any solver that is not affine after all, with the size
 of the residual, rather than return a wrong "exact" law. Distances to the truth are closed forms: the 2-Wasserstein
 (Bures) distance and the KL divergence between Gaussians with a common eigenbasis.
@@ -29,7 +34,7 @@ import torch
 
 from .distributions import Gaussian, eigen_covariance
 from .grids import make_grid
-from .models import AnalyticModel
+from .models import AnalyticModel, ScoreError
 from .noise import NoiseSource, step_factor
 from .solvers.base import Solver, sample
 
@@ -126,8 +131,28 @@ class _Probe(NoiseSource):
         self.count = 0
 
 
-def propagate(solver: Solver, distribution: Gaussian, schedule, grid, *, check: bool = True) -> GaussianLaw:
-    """The exact law of ``solver``'s output over ``grid`` (decreasing times) from the exact Gaussian prior.
+class _ProbeModel(AnalyticModel):
+    """An analytic model whose random error draw at evaluation j is a probe, as :class:`_Probe` does for the solver's
+    noise: a unit in row ``offset + j``, or ``weights[j]`` in every row; with neither, zero (the bias stays)."""
+
+    def __init__(self, distribution, schedule, error, offset: int | None = None, weights: torch.Tensor | None = None):
+        super().__init__(distribution, schedule, error)
+        self.offset, self.weights = offset, weights
+
+    def _error_noise(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.zeros_like(x)
+        if self.weights is not None:
+            z[:] = self.weights[self.nfe]
+        elif self.offset is not None:
+            z[self.offset + self.nfe] = 1.0
+        return z
+
+
+def propagate(solver: Solver, distribution: Gaussian, schedule, grid, *, check: bool = True,
+              error: ScoreError | None = None) -> GaussianLaw:
+    """The exact law of ``solver``'s output over ``grid`` (decreasing times) from the exact Gaussian prior, with the
+    exact model or one with a controlled ``error`` (its bias direction and magnitudes; the random draws are
+    integrated out exactly).
 
     Raises :class:`NonlinearSolverError` for a solver that declares itself nonlinear or fails the superposition check.
     """
@@ -138,24 +163,36 @@ def propagate(solver: Solver, distribution: Gaussian, schedule, grid, *, check: 
     rotated = Gaussian(truth._rotated_mean(), truth.variances)
     centred = Gaussian(torch.zeros_like(truth.mean), truth.variances)
     times = torch.as_tensor(grid, dtype=torch.float64)
+    if error is not None and solver.expected_nfe(times) is None:
+        raise ValueError(f"error: exact propagation of a model error needs a fixed number of evaluations; "
+                         f"{solver.name!r} is adaptive")
     t_max = float(times[0])
     prior = gaussian_law(rotated.noised(schedule, t_max))
     dim = distribution.dim
+    in_basis = None
+    if error is not None:
+        u = AnalyticModel(distribution, schedule, error).error_direction
+        in_basis = ScoreError(bias=error.bias, noise=error.noise, seed=error.seed,
+                              direction=u if truth.basis is None else truth.basis.T @ u)
 
     counter = _Probe()
-    mean = sample(solver, AnalyticModel(rotated, schedule), times, prior.mean[None], counter)[0]
-    draws = counter.count
-    start = torch.zeros(1 + draws, dim, dtype=torch.float64)
+    mean_model = _ProbeModel(rotated, schedule, in_basis)
+    mean = sample(solver, mean_model, times, prior.mean[None], counter)[0]
+    draws, evaluations = counter.count, mean_model.nfe if error is not None else 0
+    start = torch.zeros(1 + draws + evaluations, dim, dtype=torch.float64)
     start[0] = prior.variances.sqrt()
-    parts = sample(solver, AnalyticModel(centred, schedule), times, start, _Probe(offset=1))
+    homogeneous = None if error is None else ScoreError(noise=error.noise, direction=in_basis.direction)
+    parts = sample(solver, _ProbeModel(centred, schedule, homogeneous, offset=1 + draws), times, start,
+                   _Probe(offset=1))
     variances = parts.square().sum(0)
 
     if check:
         generator = torch.Generator().manual_seed(0)
         xi = torch.randn(dim, generator=generator, dtype=torch.float64)
-        weights = torch.randn(draws, generator=generator, dtype=torch.float64)
+        weights = torch.randn(draws + evaluations, generator=generator, dtype=torch.float64)
         x_T = prior.mean + prior.variances.sqrt() * xi
-        direct = sample(solver, AnalyticModel(rotated, schedule), times, x_T[None], _Probe(weights=weights))[0]
+        direct = sample(solver, _ProbeModel(rotated, schedule, in_basis, weights=weights[draws:]), times, x_T[None],
+                        _Probe(weights=weights[:draws]))[0]
         predicted = mean + xi * parts[0] + weights @ parts[1:]
         scale = mean.abs().max() + parts.abs().sum(0).max()
         residual = float((direct - predicted).abs().max() / scale)

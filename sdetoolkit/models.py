@@ -91,6 +91,11 @@ class AnalyticModel:
                 raise ValueError(f"direction: expected a finite non-zero vector of shape ({dim},)")
         return u / u.norm()
 
+    @property
+    def error_direction(self) -> torch.Tensor | None:
+        """The unit direction u of the bias (float64), None without an error."""
+        return self._direction
+
     def reset(self) -> None:
         """Zero the NFE counter and restart the error noise stream from its seed."""
         self.nfe = 0
@@ -124,6 +129,10 @@ class AnalyticModel:
         noise = ScoreError._at(self.error.noise, t, "noise")
         delta = bias * self._direction.to(dtype=x.dtype, device=x.device).expand_as(x)
         if noise > 0.0:
-            xi = torch.randn(x.shape, dtype=torch.float64, generator=self._noise_generator)
-            delta = delta + noise * xi.to(dtype=x.dtype, device=x.device)
+            delta = delta + noise * self._error_noise(x)
         return delta
+
+    def _error_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """The standard normal draw xi of this evaluation, shaped like x (exact propagation replaces it by probes)."""
+        xi = torch.randn(x.shape, dtype=torch.float64, generator=self._noise_generator)
+        return xi.to(dtype=x.dtype, device=x.device)
