@@ -104,9 +104,10 @@ def _order(args) -> int:
     from .studies.cells import fit_orders
     from .studies.study import Study
 
-    kind = {"ode": "ode", "weak": "weak-exact", "strong": "strong"}[args.kind]
+    gaussian = get_problem(args.problem).distribution.n_components == 1
+    kind = {"ode": "ode", "weak": "weak-exact" if gaussian else "weak-mc", "strong": "strong"}[args.kind]
     default_steps = {"ode": [32, 48, 64, 96, 128, 192, 256], "weak-exact": [16, 24, 32, 48, 64, 96, 128, 192, 256],
-                     "strong": [16, 32, 64, 128]}[kind]
+                     "weak-mc": [8, 16, 32, 64, 128], "strong": [16, 32, 64, 128]}[kind]
     params = json.loads(args.params) if args.params else {}
     options = {"grid": args.grid} | ({"n_samples": args.n_samples} if args.n_samples and kind != "weak-exact" else {})
     study = Study(name="order", kind=kind, problems=(args.problem,), solvers=({"name": args.solver, "params": params},),
@@ -122,8 +123,8 @@ def _order(args) -> int:
                   errors=rows.drop(columns=["cell", "params", "options"]).to_dict(orient="records"), fits=[])
     for _, fit in fits.iterrows():
         entry = {k: (None if isinstance(v, float) and v != v else v) for k, v in fit.to_dict().items()
-                 if k in ("metric", "order", "low", "high", "interval", "local_slopes", "dropped", "finest_error",
-                          "note")}
+                 if k in ("metric", "test_function", "order", "low", "high", "interval", "local_slopes", "dropped",
+                          "finest_error", "note")}
         entry["status"] = (verdict(dict(fit.to_dict(), claimed=claimed)) if fit.metric == VERDICT_METRIC[kind]
                            else "")
         result["fits"].append(entry)
@@ -133,11 +134,12 @@ def _order(args) -> int:
     claim = "no claim" if claimed is None else f"claimed {claimed:g}"
     print(f"{args.solver} on {args.problem}, {args.kind} order ({claim}); steps {list(study.steps)}")
     for entry in result["fits"]:
+        label = entry["metric"] + (f" {entry['test_function']}" if entry.get("test_function") else "")
         if entry.get("note"):
-            print(f"  {entry['metric']:<12} not fitted: {entry['note']}")
+            print(f"  {label:<12} not fitted: {entry['note']}")
             continue
         dropped = f"; dropped {entry['dropped']}" if entry["dropped"] else ""
-        print(f"  {entry['metric']:<12} p = {entry['order']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}] "
+        print(f"  {label:<12} p = {entry['order']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}] "
               f"({entry['interval']}); local slopes {entry['local_slopes']}{dropped}"
               + (f" -> {entry['status']}" if entry["status"] else ""))
     for finding in result["findings"]:
@@ -204,11 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 "problems; strong: one Brownian path) with its interval and the claim")
     order.add_argument("solver")
     order.add_argument("--problem", default="gauss-1d", choices=list_problems())
-    order.add_argument("--kind", default="ode", choices=("ode", "weak", "strong"))
+    order.add_argument("--kind", default="ode", choices=("ode", "weak", "strong"),
+                       help="weak: exact W2 on a Gaussian problem, multilevel Monte Carlo on a mixture")
     order.add_argument("--steps", type=int, nargs="+", help="step counts (defaults per kind)")
     order.add_argument("--params", help="solver parameters as JSON, e.g. '{\"order\": 3}'")
     order.add_argument("--grid", default="uniform-lambda")
-    order.add_argument("--n-samples", type=int, help="trajectories (ode, strong)")
+    order.add_argument("--n-samples", type=int, help="trajectories (ode, strong; Monte Carlo units for weak)")
     order.add_argument("--seed", type=int, default=0)
     order.add_argument("--out", help="keep the rows in this folder (and resume from it)")
     order.add_argument("--json", action="store_true")

@@ -9,11 +9,12 @@ Four studies, each a resumable sweep (:mod:`sdetoolkit.studies.study`):
 * ``strong-gauss-1d``: strong order of every stochastic solver on one Brownian path, 16..128 steps against a
   16 times finer run, 200 trajectories.
 
-Registry aliases (two names, one configuration) are measured once. Each fitted order is compared with the solver's claim of that kind and with the findings recorded in
-:mod:`sdetoolkit.findings` (a recorded finding must be reproduced: its order inside the interval). The status says
-which: ``agrees``, ``finding reproduced``, ``finding NOT reproduced``, ``faster than claimed``, ``no claim``, or
-``MISMATCH`` (a claim outside the interval with no recorded explanation). Written: ``rows.csv`` per study,
-``orders.csv``, ``report.md``, ``report.tex`` and one convergence figure per study (PDF and PNG).
+Registry aliases (two names, one configuration) are measured once. Each fitted order is compared with the solver's
+claim of that kind and with the findings recorded in :mod:`sdetoolkit.findings` (a recorded finding must be
+reproduced: its order inside the interval). The status says which: ``agrees``, ``finding reproduced``, ``finding NOT
+reproduced``, ``faster than claimed``, ``no claim``, or ``MISMATCH`` (a claim outside the interval with no recorded
+explanation). Written: ``rows.csv`` per study, ``orders.csv``, ``report.md``, ``report.tex`` and one convergence
+figure per study (PDF and PNG).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ STUDIES = (
     Study(name="strong-gauss-1d", kind="strong", problems=("gauss-1d",), solvers=("stochastic",),
           steps=(16, 32, 64, 128), options={"n_samples": 200}),
 )
-VERDICT_METRIC = {"ode": "rms", "weak-exact": "w2_marginal", "strong": "strong"}
-CLAIM_KIND = {"ode": "global", "weak-exact": "weak", "strong": "strong"}
+VERDICT_METRIC = {"ode": "rms", "weak-exact": "w2_marginal", "weak-mc": "weak_error", "strong": "strong"}
+CLAIM_KIND = {"ode": "global", "weak-exact": "weak", "weak-mc": "weak", "strong": "strong"}
 COLUMNS = ["solver", "problem", "kind", "claimed", "order", "low", "high", "local_slopes", "dropped", "finest_error",
            "status"]
 

@@ -182,3 +182,14 @@ def test_fits_of_a_sweep_recover_the_orders(tmp_path):
     fits = fit_orders(rows).set_index(["solver", "metric"])
     assert fits.loc[("ddim", "rms"), "low"] <= 1 <= fits.loc[("ddim", "rms"), "high"]
     assert fits.loc[("dpmpp-2m", "max"), "low"] <= 2 <= fits.loc[("dpmpp-2m", "max"), "high"]
+
+
+def test_coupled_weak_cells_carry_their_fits(tmp_path):
+    """weak-mc on a Gaussian problem takes the exact path: one cell for all steps, one fit per test function, and
+    the mean's order contains Euler-Maruyama's weak order 1."""
+    study = Study(name="w", kind="weak-mc", problems=("gauss-1d",), solvers=("euler-maruyama",),
+                  steps=(16, 32, 64, 128, 256))
+    assert len(study.cells()) == 1
+    fits = fit_orders(study.run(tmp_path, progress=False)).set_index("test_function")
+    assert fits.loc["mean:u0", "low"] <= 1 <= fits.loc["mean:u0", "high"]
+    assert len(fits) >= 2

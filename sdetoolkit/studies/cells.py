@@ -5,6 +5,8 @@
   Gaussian problem (``w2_marginal``, ``kl_marginal``, ``w2_data``, ``kl_data``; no Monte Carlo).
 * ``strong``: :func:`~sdetoolkit.studies.strong.strong_order`, coupled over all step counts of the cell (one
   Brownian path); its bootstrap fit travels in the rows (columns ``fit_order``, ``fit_low``, ``fit_high``).
+* ``weak-mc``: :func:`~sdetoolkit.studies.weak.weak_order` (exact where it applies, else multilevel Monte Carlo
+  on shared paths), coupled over all step counts; its fits per test function travel in the rows.
 * ``distance``: :func:`~sdetoolkit.studies.distances.distance_vs_nfe` (W2, KL, OT and sliced W2, MMD, moments;
   no order fitted: distances against NFE are what the figures show).
 * ``likelihood``: :func:`~sdetoolkit.studies.likelihood.likelihood`; the order of the exact-trace ``rms`` error.
@@ -74,17 +76,21 @@ def weak_exact_cell(cell: Cell) -> pd.DataFrame:
     return long.assign(**_common(cell), stderr=np.nan)
 
 
-def _fit_strong(rows: pd.DataFrame) -> OrderFit:
-    rows = rows.sort_values("steps")
-    fit = fit_order(1.0 / rows.steps.to_numpy(float), rows.value.to_numpy(float), corrections=0)
-    first = rows.iloc[0]
+def _fit_from_columns(rows: pd.DataFrame) -> OrderFit:
+    """The fit a coupled cell computed itself (bootstrap over trajectories), carried in its rows' fit_* columns."""
+    first = rows.sort_values("steps").iloc[0]
+    if pd.isna(first.fit_order):
+        raise ValueError(str(first.get("fit_note", "not fitted")))
+    kept = rows.sort_values("steps")
+    h, e = 1.0 / kept.steps.to_numpy(float), kept.value.abs().to_numpy(float)
+    local = np.diff(np.log(e[::-1])) / np.diff(np.log(h[::-1]))
     return OrderFit(order=float(first.fit_order), low=float(first.fit_low), high=float(first.fit_high),
                     ci_low=float(first.fit_low), ci_high=float(first.fit_high), stderr=float(first.fit_stderr),
-                    truncation=float("nan"), confidence=0.95, steps=fit.steps, errors=fit.errors,
-                    local_slopes=fit.local_slopes, dropped=(), interval="bootstrap interval")
+                    truncation=float("nan"), confidence=0.95, steps=h[::-1], errors=e[::-1], local_slopes=local,
+                    dropped=(), interval="bootstrap interval")
 
 
-@cell_kind("strong", fit=_fit_strong)
+@cell_kind("strong", fit=_fit_from_columns)
 def strong_cell(cell: Cell) -> pd.DataFrame:
     from .strong import strong_order
 
@@ -98,6 +104,26 @@ def strong_cell(cell: Cell) -> pd.DataFrame:
                              value=table.strong_error, stderr=table.standard_error,
                              reference_steps=table.reference_steps, fit_order=study.fit.order,
                              fit_low=study.fit.low, fit_high=study.fit.high, fit_stderr=study.fit.stderr))
+
+
+@cell_kind("weak-mc", fit=_fit_from_columns)
+def weak_mc_cell(cell: Cell) -> pd.DataFrame:
+    from .weak import weak_order
+
+    solver = get_solver(cell.solver, **dict(cell.params))
+    study = weak_order(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
+                       dtype=getattr(torch, cell.dtype), **dict(cell.options))
+    table = study.table[study.table.metric == "weak_error"].copy()
+    for column in ("fit_order", "fit_low", "fit_high", "fit_stderr"):
+        table[column] = np.nan
+    table["fit_note"] = ""
+    for name, fit in study.fits.items():
+        mine = table.test_function == name
+        table.loc[mine, ["fit_order", "fit_low", "fit_high", "fit_stderr"]] = [fit.order, fit.low, fit.high,
+                                                                              fit.stderr]
+    for name, reason in study.skipped.items():
+        table.loc[table.test_function == name, "fit_note"] = reason
+    return table
 
 
 @cell_kind("distance")
@@ -144,11 +170,12 @@ def fit_orders(table: pd.DataFrame) -> pd.DataFrame:
     from .sweep import fitter
 
     rows = []
-    for key, group in table.groupby(FIT_GROUP, sort=False, dropna=False):
+    group_by = FIT_GROUP + [column for column in ("test_function",) if column in table]
+    for key, group in table.groupby(group_by, sort=False, dropna=False):
         fit_function = fitter(key[0])
         if fit_function is None:
             continue
-        row = dict(zip(FIT_GROUP, key, strict=True))
+        row = dict(zip(group_by, key, strict=True))
         try:
             fit = fit_function(group)
         except ValueError as err:
@@ -160,5 +187,5 @@ def fit_orders(table: pd.DataFrame) -> pd.DataFrame:
                          local_slopes=" ".join(f"{v:.2f}" for v in fit.local_slopes),
                          dropped=" ".join(f"{1 / h:.0f}:{why}" for h, why in zip(fit.dropped, fit.drop_reasons,
                                                                                strict=True)),
-                         finest_error=float(group.sort_values("steps").value.iloc[-1]), note=""))
+                         finest_error=float(group.sort_values("steps").value.abs().iloc[-1]), note=""))
     return pd.DataFrame(rows)
