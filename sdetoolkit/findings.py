@@ -16,7 +16,8 @@ class Finding:
     """A claimed versus measured order on one problem, with its explanation.
 
     ``measured`` is the asymptotic order. Where the test window (32..256 steps on gauss-1d, 64..1024 on
-    gmm-1d-bimodal) has not reached it yet, ``window`` is the order fitted there, which the tests check instead.
+    gmm-1d-bimodal; for weak and strong orders the windows of ``sdetoolkit report``) has not reached it yet,
+    ``window`` is the order fitted there, which the tests and the report check instead.
     ``kind`` is what was measured: 'global' (ODE error against the exact flow), 'weak' (exact W2 of the output
     law) or 'strong' (pathwise, on one Brownian path).
     """
@@ -117,6 +118,16 @@ ER_SDE_ORDER = (
     "with them the slopes fall below 1 at fine grids, docs/er-sde.md). The claim's kind ('strong') is inferred: the "
     "seed holds only the abstract.")
 
+ER_SDE_CLIP = (
+    "The official sampler sets to zero every per-step noise variance below 1e-6 in s^2 units (er_sde_solver.py, "
+    "numerical_clip), so on fine grids, where the exact per-step variance falls below it, those steps inject no "
+    "noise at all, and the path no longer follows the Brownian increments it is given. On one Brownian path "
+    "(gauss-1d, 16..128 steps against 2048) the pathwise error "
+    "then stalls near 1e-2: er-sde-3 local slopes 1.07, 0.32, 0.11 (coarse to fine), er-sde-1 0.92, 0.89, 0.72. "
+    "With clip = 0 (integration official or exact) the same runs measure strong order 1: er-sde-1 1.07 "
+    "[0.97, 1.17], er-sde-3 local slopes 1.70, 1.29, 1.00, so orders 2 and 3 are not reached either (see "
+    "ER_SDE_ORDER). The sdetoolkit report measures the official configuration; the window value is what it shows.")
+
 LANGEVIN_BIAS = (
     "The Langevin corrector's step 2 alpha (snr |z|/|score|)^2 (score_sde LangevinCorrector, batch-mean norms) makes "
     "its resting law on a Gaussian marginal of variance v have variance v (1 + snr^2), whatever the step size: a bias "
@@ -178,14 +189,18 @@ FINDINGS = (
     Finding("sa-solver-ode", "gauss-1d", claimed=4, measured=2, window=2.97, explanation=SA_SOLVER_FINAL),
     Finding("sa-solver-ode", "gmm-1d-bimodal", claimed=4, measured=2, window=2.77, explanation=SA_SOLVER_FINAL),
     Finding("euler-maruyama", "gauss-1d", claimed=0.5, measured=1, kind="strong", explanation=EULER_MARUYAMA_ADDITIVE),
-    Finding("sde-dpmpp-3m", "gauss-1d", claimed=None, measured=1, kind="weak", explanation=SDE_3M_DIFFUSERS),
+    Finding("sde-dpmpp-3m", "gauss-1d", claimed=None, measured=1, window=1.12, kind="weak",
+            explanation=SDE_3M_DIFFUSERS),
     Finding("dpmpp-3m-sde", "gauss-1d", claimed=None, measured=2, kind="weak", explanation=SDE_3M_KDIFFUSION),
     Finding("seeds-3-data-repo", "gauss-1d", claimed=None, measured=1, kind="weak", explanation=SEEDS_3_REPO),
-    Finding("er-sde-2", "gauss-1d", claimed=2, measured=1, kind="strong", explanation=ER_SDE_ORDER),
-    Finding("er-sde-3", "gauss-1d", claimed=3, measured=1, kind="strong", explanation=ER_SDE_ORDER),
+    Finding("er-sde-1", "gauss-1d", claimed=1, measured=0, window=0.7, kind="strong", explanation=ER_SDE_CLIP),
+    Finding("er-sde-2", "gauss-1d", claimed=2, measured=0, window=0, kind="strong",
+            explanation=ER_SDE_CLIP + " " + ER_SDE_ORDER),
+    Finding("er-sde-3", "gauss-1d", claimed=3, measured=0, window=0, kind="strong",
+            explanation=ER_SDE_CLIP + " " + ER_SDE_ORDER),
     Finding("er-sde-3", "gauss-1d", claimed=3, measured=2, kind="weak", explanation=ER_SDE_ORDER),
     Finding("score-sde-pc", "gauss-1d", claimed=None, measured=0, kind="weak", explanation=LANGEVIN_BIAS),
-    Finding("edm-stochastic", "gauss-1d", claimed=None, measured=0, kind="weak", explanation=EDM_S_NOISE),
+    Finding("edm-stochastic", "gauss-1d", claimed=None, measured=0, window=1, kind="weak", explanation=EDM_S_NOISE),
     Finding("restart", "gauss-1d", claimed=None, measured=0, kind="weak", explanation=RESTART_BIAS),
 )
 

@@ -42,6 +42,8 @@ STUDIES = (
           steps=(16, 32, 64, 128), options={"n_samples": 200}),
 )
 VERDICT_METRIC = {"ode": "rms", "weak-exact": "w2_marginal", "weak-mc": "weak_error", "strong": "strong"}
+KIND_LABEL = {"ode": "global (ODE)", "weak-exact": "weak (exact W2)", "weak-mc": "weak (Monte Carlo)",
+              "strong": "strong"}
 CLAIM_KIND = {"ode": "global", "weak-exact": "weak", "weak-mc": "weak", "strong": "strong"}
 COLUMNS = ["solver", "problem", "kind", "claimed", "order", "low", "high", "local_slopes", "dropped", "finest_error",
            "status"]
@@ -95,7 +97,7 @@ def order_table(rows: pd.DataFrame) -> pd.DataFrame:
         row = fit.to_dict()
         row["claimed"] = claimed_order(get_solver(row["solver"]), CLAIM_KIND[row["study"]])
         row["status"] = verdict(row)
-        row["kind"] = {"ode": "global (ODE)", "weak-exact": "weak (exact W2)", "strong": "strong"}[row["study"]]
+        row["kind"] = KIND_LABEL[row["study"]]
         out.append(row)
     return pd.DataFrame(out).reindex(columns=COLUMNS)
 
@@ -181,7 +183,8 @@ def family_panels(rows: pd.DataFrame, orders: pd.DataFrame):
         axes = figure.subplots(grid_rows, columns, squeeze=False).ravel()
         for ax, name in zip(axes, families, strict=False):
             part = rows[family == name]
-            fits = orders[orders.solver.isin(part.solver.unique()) & (orders.problem == part.problem.iloc[0])]
+            fits = orders[orders.solver.isin(part.solver.unique()) & (orders.problem == part.problem.iloc[0])
+                          & (orders.kind == KIND_LABEL[study])]
             fig.convergence(part, fits[["solver", "order", "low", "high", "claimed"]].dropna(subset=["order"]),
                             ax=ax, ylabel=VERDICT_METRIC[study])
             ax.set_title(f"{name} ({part.problem.iloc[0]})")
