@@ -176,8 +176,9 @@ def _report(args) -> int:
     print(report.orders.to_string(index=False, columns=["solver", "problem", "kind", "claimed", "order", "low",
                                                         "high", "status"], float_format=lambda v: f"{v:.2f}"))
     print("\nstatus counts:", summary(report.orders))
-    print("seconds per study:", {k: round(v, 1) for k, v in report.seconds.items()},
+    print("wall seconds per study (this run):", {k: round(v, 1) for k, v in report.seconds.items()},
           f"total {time.perf_counter() - start:.1f}")
+    print("compute seconds per study (all cells):", {k: round(v, 1) for k, v in report.compute.items()})
     print(f"wrote {len(written)} files under {args.out}")
     return 0
 
