@@ -193,3 +193,16 @@ def test_coupled_weak_cells_carry_their_fits(tmp_path):
     fits = fit_orders(study.run(tmp_path, progress=False)).set_index("test_function")
     assert fits.loc["mean:u0", "low"] <= 1 <= fits.loc["mean:u0", "high"]
     assert len(fits) >= 2
+
+
+def test_selectors_measure_each_configuration_once():
+    """Registry aliases (edm and edm-heun) build the same solver; a selector keeps the variant's name only, and the
+    two give identical samples."""
+    from sdetoolkit.studies.study import aliases
+
+    table = aliases()
+    assert table["edm-heun"] == ("edm",) and "edm" not in table
+    names = [name for name, _ in expand_solvers(["all"])]
+    assert "edm-heun" in names and "edm" not in names and len(names) == len(set(names))
+    rows = [run_cell(Cell.make("ode", "gauss-1d", name, 8, options={"n_samples": 4})) for name in ("edm", "edm-heun")]
+    assert rows[0].value.tolist() == rows[1].value.tolist()
