@@ -172,7 +172,7 @@ class NoiseSource:
             generator = torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(
                 1, np.uint64)[0]))
             blocks.append(torch.randn((BLOCK, count, *rest), generator=generator, dtype=torch.float64))
-        draws = torch.cat(blocks)[:n].transpose(0, 1)
+        draws = (blocks[0] if len(blocks) == 1 else torch.cat(blocks))[:n].transpose(0, 1)
         return draws.to(dtype=like.dtype, device=like.device)
 
     def _fresh_key(self, tag: int, t_hi: float, t_lo: float, copy: int = 0) -> tuple:

@@ -130,6 +130,25 @@ def test_divergence_is_reported_with_step_and_time(problem):
         sample(Exploding(), problem.model(), grid, start(problem, 2))
 
 
+def test_divergence_inside_a_step_is_reported_at_the_stage(problem):
+    """A stage point that overflows (a multistage solver) is caught before the model sees it, naming the step."""
+
+    class ExplodingStage(Solver):
+        name = "test-exploding-stage"
+        family = "test"
+        parameterisation = "x0"
+        claim = Claim(None, "none", "test")
+        register = False
+
+        def step(self, state):
+            stage = state.current() * (1e300 * 1e300 if state.i == 1 else 1.0)
+            return state.evaluate(stage, state.t_next)
+
+    grid = make_grid("uniform-lambda", problem.schedule, 4, problem.t_min, problem.t_max)
+    with pytest.raises(DivergenceError, match=r"test-exploding-stage: NaN or inf at a stage of step 1 \(t = "):
+        sample(ExplodingStage(), problem.model(), grid, start(problem, 2))
+
+
 def test_sigma_zero_is_refused_up_front_where_a_solver_cannot_reach_it():
     problem = get_problem("gauss-diag-d1024")
     grid = make_grid("edm", problem.schedule, 4, 0.0, problem.t_max)

@@ -241,7 +241,11 @@ class StepState:
         return float(self.schedule.t_of_lambda(lam))
 
     def evaluate(self, x: torch.Tensor, t: float) -> torch.Tensor:
-        """The model output at (x, t) in the solver's parameterisation (one NFE)."""
+        """The model output at (x, t) in the solver's parameterisation (one NFE); a non-finite stage point (the run
+        diverged inside the step) raises :class:`DivergenceError` naming the step."""
+        if not bool(torch.isfinite(x).all()):
+            raise DivergenceError(f"{self.solver.name}: NaN or inf at a stage of step {self.i} (t = {self.t:.6g} -> "
+                                  f"{self.t_next:.6g}), evaluating the model at t = {float(t):.6g}")
         return self.model(x, t)[self.solver.parameterisation]
 
     def current(self) -> torch.Tensor:
