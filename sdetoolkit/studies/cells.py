@@ -13,7 +13,8 @@
 * ``one-step``: :func:`~sdetoolkit.studies.one_step.one_step_error` (options ``t`` and ``h``; the cell's steps are
   unused); local orders per t are in its own summary, not fitted here.
 
-Options (``n_samples``, ``grid``, ``levels``) come from the cell; everything else is the studies' defaults.
+Options (``n_samples``, ``grid``, ``levels``, ``device`` where the study takes one, ``"auto"`` for CUDA when present)
+come from the cell; everything else is the studies' defaults.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ def problem_named(name: str) -> Problem:
     return get_problem(name)
 
 
+def options(cell: Cell) -> dict:
+    """The cell's study options; ``device = "auto"`` becomes ``cuda`` where a GPU is present, else ``cpu``."""
+    chosen = dict(cell.options)
+    if chosen.get("device") == "auto":
+        chosen["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return chosen
+
+
 def _common(cell: Cell) -> dict:
     return dict(problem=cell.problem, solver=cell.solver, seed=cell.seed, dtype=cell.dtype)
 
@@ -51,7 +60,7 @@ def ode_cell(cell: Cell) -> pd.DataFrame:
 
     solver = get_solver(cell.solver, **dict(cell.params))
     return pd.concat([ode_errors(solver, problem_named(cell.problem), n, seed=cell.seed,
-                                 dtype=getattr(torch, cell.dtype), **dict(cell.options)) for n in cell.steps],
+                                 dtype=getattr(torch, cell.dtype), **options(cell)) for n in cell.steps],
                      ignore_index=True)
 
 
@@ -71,7 +80,7 @@ def weak_exact_cell(cell: Cell) -> pd.DataFrame:
     if cell.dtype != "float64":
         raise ValueError(f"dtype: the exact weak study runs in float64, got {cell.dtype!r}")
     solver = get_solver(cell.solver, **dict(cell.params))
-    table = weak_errors(solver, problem_named(cell.problem), list(cell.steps), **dict(cell.options))
+    table = weak_errors(solver, problem_named(cell.problem), list(cell.steps), **options(cell))
     long = table.melt(id_vars=["steps", "nfe"], value_vars=list(WEAK_METRICS), var_name="metric")
     return long.assign(**_common(cell), stderr=np.nan)
 
@@ -98,7 +107,7 @@ def strong_cell(cell: Cell) -> pd.DataFrame:
         raise ValueError(f"dtype: the strong study runs in float64, got {cell.dtype!r}")
     solver = get_solver(cell.solver, **dict(cell.params))
     study = strong_order(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
-                         **dict(cell.options))
+                         **options(cell))
     table = study.table
     return pd.DataFrame(dict(**_common(cell), steps=table.steps, nfe=np.nan, metric="strong",
                              value=table.strong_error, stderr=table.standard_error,
@@ -112,7 +121,7 @@ def weak_mc_cell(cell: Cell) -> pd.DataFrame:
 
     solver = get_solver(cell.solver, **dict(cell.params))
     study = weak_order(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
-                       dtype=getattr(torch, cell.dtype), **dict(cell.options))
+                       dtype=getattr(torch, cell.dtype), **options(cell))
     table = study.table[study.table.metric == "weak_error"].copy()
     for column in ("fit_order", "fit_low", "fit_high", "fit_stderr"):
         table[column] = np.nan
@@ -132,7 +141,7 @@ def distance_cell(cell: Cell) -> pd.DataFrame:
 
     solver = get_solver(cell.solver, **dict(cell.params))
     return distance_vs_nfe(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
-                           dtype=getattr(torch, cell.dtype), **dict(cell.options)).table
+                           dtype=getattr(torch, cell.dtype), **options(cell)).table
 
 
 def _fit_likelihood(rows: pd.DataFrame) -> OrderFit | None:
@@ -148,7 +157,7 @@ def likelihood_cell(cell: Cell) -> pd.DataFrame:
 
     solver = get_solver(cell.solver, **dict(cell.params))
     return likelihood(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
-                      dtype=getattr(torch, cell.dtype), **dict(cell.options)).table
+                      dtype=getattr(torch, cell.dtype), **options(cell)).table
 
 
 @cell_kind("one-step")
@@ -157,7 +166,7 @@ def one_step_cell(cell: Cell) -> pd.DataFrame:
 
     solver = get_solver(cell.solver, **dict(cell.params))
     return one_step_error(solver, problem_named(cell.problem), seed=cell.seed, dtype=getattr(torch, cell.dtype),
-                          **dict(cell.options)).table
+                          **options(cell)).table
 
 
 FIT_GROUP = ["study", "problem", "solver", "params", "options", "seed", "dtype", "metric"]
