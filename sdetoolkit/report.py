@@ -80,8 +80,9 @@ def verdict(row: dict) -> str:
     if recorded:
         expected = recorded[0].window if recorded[0].window is not None else recorded[0].measured
         reproduced = low <= expected <= high
+        window = "" if recorded[0].window is None else f" (in this window {recorded[0].window:g})"
         return (f"finding {'reproduced' if reproduced else 'NOT reproduced'}: measured {recorded[0].measured:g}"
-                + ("" if claimed is None else f", claimed {claimed:g}"))
+                + window + ("" if claimed is None else f", claimed {claimed:g}"))
     if claimed is None:
         return "no claim"
     if low <= claimed <= high:
