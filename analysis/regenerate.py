@@ -33,7 +33,7 @@ SCRIPTS = {  # script -> arguments that make it resume rather than start over
     "er_sde_figure.py": [],
     "stochastic_order_table.py": ["--resume"],
     "symbolic_order_table.py": [],
-    "mutation_table.py": [],
+    "mutation_table.py": ["--resume"],
 }
 
 
