@@ -171,6 +171,7 @@ def test_selectors():
     (dict(solvers=("no-solver",)), "name: unknown solver"),
     (dict(solvers=({"name": "unipc", "params": {"order": 9}},)), "order"),
     (dict(steps=(0, 8)), "steps: need positive"),
+    (dict(options={"n_sample": 8}), "options: n_sample not taken by the 'ode' study; it takes .*n_samples"),
 ])
 def test_bad_studies_are_refused_before_running(change, message):
     with pytest.raises(ValueError, match=message):

@@ -19,6 +19,7 @@ come from the cell; everything else is the studies' defaults.
 
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
 
 import numpy as np
@@ -26,9 +27,16 @@ import pandas as pd
 import torch
 
 from ..catalogue import Problem, get_problem
+from ..exact import weak_errors
 from ..solvers import get_solver
+from .convergence import fit_table, ode_errors
+from .distances import distance_vs_nfe
+from .likelihood import likelihood
+from .one_step import one_step_error
 from .order import OrderFit, fit_order
+from .strong import strong_order
 from .sweep import Cell, cell_kind
+from .weak import weak_order
 
 
 @lru_cache(maxsize=64)
@@ -50,14 +58,23 @@ def _common(cell: Cell) -> dict:
 
 
 def _fit_ode(rows: pd.DataFrame) -> OrderFit:
-    from .convergence import fit_table
     return fit_table(rows, str(rows.metric.iloc[0]))
 
 
-@cell_kind("ode", fit=_fit_ode)
-def ode_cell(cell: Cell) -> pd.DataFrame:
-    from .convergence import ode_errors
+GRID_PARAMETERS = {"rho"}  # the keyword parameters of the grid builders (sdetoolkit.grids)
 
+
+def _parameters(function, skip: tuple = ("solver", "problem", "steps", "seed", "dtype")) -> set:
+    """The keyword options a study function takes: its signature less what the cell supplies, and the grid
+    parameters where it passes keywords on to the grid builder."""
+    parameters = inspect.signature(function).parameters
+    named = {name for name, p in parameters.items() if name not in skip and p.kind is not p.VAR_KEYWORD}
+    passes_on = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return named | (GRID_PARAMETERS if passes_on else set())
+
+
+@cell_kind("ode", fit=_fit_ode, options=_parameters(ode_errors))
+def ode_cell(cell: Cell) -> pd.DataFrame:
     solver = get_solver(cell.solver, **dict(cell.params))
     return pd.concat([ode_errors(solver, problem_named(cell.problem), n, seed=cell.seed,
                                  dtype=getattr(torch, cell.dtype), **options(cell)) for n in cell.steps],
@@ -73,10 +90,8 @@ def _fit_weak(rows: pd.DataFrame) -> OrderFit:
     return fit_order(1.0 / rows.steps.to_numpy(float), rows.value.to_numpy(float), floor=WEAK_FLOOR)
 
 
-@cell_kind("weak-exact", fit=_fit_weak)
+@cell_kind("weak-exact", fit=_fit_weak, options=_parameters(weak_errors))
 def weak_exact_cell(cell: Cell) -> pd.DataFrame:
-    from ..exact import weak_errors
-
     if cell.dtype != "float64":
         raise ValueError(f"dtype: the exact weak study runs in float64, got {cell.dtype!r}")
     solver = get_solver(cell.solver, **dict(cell.params))
@@ -99,10 +114,8 @@ def _fit_from_columns(rows: pd.DataFrame) -> OrderFit:
                     dropped=(), interval="bootstrap interval")
 
 
-@cell_kind("strong", fit=_fit_from_columns)
+@cell_kind("strong", fit=_fit_from_columns, options=_parameters(strong_order))
 def strong_cell(cell: Cell) -> pd.DataFrame:
-    from .strong import strong_order
-
     if cell.dtype != "float64":
         raise ValueError(f"dtype: the strong study runs in float64, got {cell.dtype!r}")
     solver = get_solver(cell.solver, **dict(cell.params))
@@ -115,10 +128,8 @@ def strong_cell(cell: Cell) -> pd.DataFrame:
                              fit_low=study.fit.low, fit_high=study.fit.high, fit_stderr=study.fit.stderr))
 
 
-@cell_kind("weak-mc", fit=_fit_from_columns)
+@cell_kind("weak-mc", fit=_fit_from_columns, options=_parameters(weak_order))
 def weak_mc_cell(cell: Cell) -> pd.DataFrame:
-    from .weak import weak_order
-
     solver = get_solver(cell.solver, **dict(cell.params))
     study = weak_order(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
                        dtype=getattr(torch, cell.dtype), **options(cell))
@@ -135,10 +146,8 @@ def weak_mc_cell(cell: Cell) -> pd.DataFrame:
     return table
 
 
-@cell_kind("distance")
+@cell_kind("distance", options=_parameters(distance_vs_nfe))
 def distance_cell(cell: Cell) -> pd.DataFrame:
-    from .distances import distance_vs_nfe
-
     solver = get_solver(cell.solver, **dict(cell.params))
     return distance_vs_nfe(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
                            dtype=getattr(torch, cell.dtype), **options(cell)).table
@@ -151,19 +160,15 @@ def _fit_likelihood(rows: pd.DataFrame) -> OrderFit | None:
     return fit_order(1.0 / rows.steps.to_numpy(float), rows.value.to_numpy(float))
 
 
-@cell_kind("likelihood", fit=_fit_likelihood)
+@cell_kind("likelihood", fit=_fit_likelihood, options=_parameters(likelihood))
 def likelihood_cell(cell: Cell) -> pd.DataFrame:
-    from .likelihood import likelihood
-
     solver = get_solver(cell.solver, **dict(cell.params))
     return likelihood(solver, problem_named(cell.problem), list(cell.steps), seed=cell.seed,
                       dtype=getattr(torch, cell.dtype), **options(cell)).table
 
 
-@cell_kind("one-step")
+@cell_kind("one-step", options=_parameters(one_step_error))
 def one_step_cell(cell: Cell) -> pd.DataFrame:
-    from .one_step import one_step_error
-
     solver = get_solver(cell.solver, **dict(cell.params))
     return one_step_error(solver, problem_named(cell.problem), seed=cell.seed, dtype=getattr(torch, cell.dtype),
                           **options(cell)).table

@@ -38,7 +38,7 @@ import pandas as pd
 
 from ..catalogue import list_problems
 from ..solvers import get_solver, list_solvers
-from .sweep import Cell, Executor, ResultStore, list_cell_kinds, run_sweep
+from .sweep import Cell, Executor, ResultStore, check_options, list_cell_kinds, run_sweep
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,6 +83,7 @@ class Study:
                 raise ValueError(f"steps: the {self.kind!r} study takes no step counts (its options set h and t)")
         elif not steps or min(steps) < 1:
             raise ValueError(f"steps: need positive step counts, got {list(self.steps)}")
+        check_options(self.kind, self.options)
         object.__setattr__(self, "solvers", tuple(expand_solvers(self.solvers)))
         object.__setattr__(self, "steps", tuple(sorted(set(steps))))
 

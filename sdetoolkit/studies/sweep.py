@@ -59,15 +59,29 @@ def _frozen(mapping: dict) -> tuple:
 CellRunner = Callable[[Cell], pd.DataFrame]
 Fitter = Callable[[pd.DataFrame], OrderFit | None]
 _KINDS: dict[str, tuple[CellRunner, Fitter | None]] = {}
+_OPTIONS: dict[str, frozenset | None] = {}
 
 
-def cell_kind(name: str, fit: Fitter | None = None) -> Callable[[CellRunner], CellRunner]:
-    """Register the function that runs cells of study kind ``name`` and returns their tidy rows, and optionally the
-    function that fits an order to the rows of one (problem, solver, parameters, options, seed, dtype, metric)."""
+def cell_kind(name: str, fit: Fitter | None = None, options: Iterable[str] | None = None
+              ) -> Callable[[CellRunner], CellRunner]:
+    """Register the function that runs cells of study kind ``name`` and returns their tidy rows; optionally the
+    function that fits an order to the rows of one (problem, solver, parameters, options, seed, dtype, metric), and
+    the option names the kind accepts (None: any), so that a misspelt option is refused before a sweep starts."""
     def register(function: CellRunner) -> CellRunner:
         _KINDS[name] = (function, fit)
+        _OPTIONS[name] = None if options is None else frozenset(options)
         return function
     return register
+
+
+def check_options(kind: str, options: dict) -> None:
+    """Refuse options a study kind does not take, naming them and the accepted ones."""
+    list_cell_kinds()
+    accepted = _OPTIONS.get(kind)
+    unknown = sorted(set(options) - accepted) if accepted is not None else []
+    if unknown:
+        raise ValueError(f"options: {', '.join(unknown)} not taken by the {kind!r} study; it takes "
+                         f"{', '.join(sorted(accepted))}")
 
 
 def fitter(name: str) -> Fitter | None:
