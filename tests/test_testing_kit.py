@@ -7,6 +7,12 @@ import contextlib
 import importlib.util
 import math
 import pathlib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only
+    import tomli as tomllib
 import re
 import subprocess
 import sys
@@ -46,6 +52,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "docs" / "tutorial-new-solver.md"
 ENTRY_POINTS = "[pytest11]\nsdetoolkit = sdetoolkit.pytest_plugin\n"
 """What ``[project.entry-points.pytest11] sdetoolkit = "sdetoolkit.pytest_plugin"`` in pyproject.toml installs."""
+
+
+def test_pyproject_declares_the_entry_point_the_tests_install():
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        declared = tomllib.load(handle)["project"]["entry-points"]["pytest11"]
+    assert ENTRY_POINTS == "[pytest11]\n" + "".join(f"{k} = {v}\n" for k, v in declared.items())
 
 
 # -- solvers with planted bugs (register = False: they stay out of the registry) ---------------------------------
