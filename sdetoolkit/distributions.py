@@ -64,13 +64,16 @@ def _spectral_covariances(covs: torch.Tensor, n_components: int, dim: int, name:
 class GaussianMixture:
     r"""Mixture :math:`\sum_k \pi_k \mathcal N(\mu_k, \Sigma_k)` in dimension d.
 
+    Parameters are kept in float64; every method computes in the dtype and on the device of its input.
+
     Parameters
     ----------
-    weights: (K,) non-negative, summing to one (within 1e-9; then renormalised exactly).
-    means: (K, d).
-    covs: (K,) isotropic variances, (K, d) diagonal variances, or (K, d, d) full symmetric PSD matrices.
-
-    Parameters are kept in float64; every method computes in the dtype and on the device of its input.
+    weights:
+        (K,) non-negative, summing to one (within 1e-9; then renormalised exactly).
+    means:
+        (K, d).
+    covs:
+        (K,) isotropic variances, (K, d) diagonal variances, or (K, d, d) full symmetric PSD matrices.
     """
 
     def __init__(self, weights, means, covs):

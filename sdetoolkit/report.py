@@ -157,9 +157,10 @@ def markdown(report: Report) -> str:
 
 
 def _markdown_text(rst: str) -> str:
-    """Docstring text as Markdown: double backticks and :mod: roles become code, bullet items keep their lines."""
+    """Docstring text as Markdown: double backticks and :mod: roles become code, bullet items keep their lines, and
+    paragraphs stay apart."""
     text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", rst).replace("``", "`")
-    return re.sub(r"\n(?![*\n])\s*", " ", text)
+    return re.sub(r"(?<!\n)\n(?![*\n])\s*", " ", text)
 
 
 def write_report(report: Report, out="report", *, figures: bool = True) -> list[pathlib.Path]:
