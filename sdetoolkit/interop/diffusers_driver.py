@@ -11,7 +11,7 @@ its result can be compared entry by entry with :func:`sdetoolkit.solvers.sample`
   network would see.
 * **State.** diffusers' ``sample`` is either variance preserving, :math:`x = \alpha_s \tilde x` (DDIM, PNDM,
   DPM-Solver, UniPC, DEIS, iPNDM), or variance exploding, :math:`\tilde x = x_0 + \tilde\sigma\varepsilon`
-  (k-diffusion style Euler and Heun, and the EDM schedulers). With :math:`\tilde x` the common currency, the model
+  (k-diffusion style Euler, Heun and LMS, and the EDM schedulers). With :math:`\tilde x` the common currency, the model
   sees :math:`\alpha(t)\tilde x` and the caller's ``x_T`` and the returned states are in the model's convention.
 * **Model output.** Our :class:`~sdetoolkit.models.Prediction` is converted to the scheduler's
   ``prediction_type`` with the scheduler's own coefficients: ``epsilon`` is :math:`\hat\varepsilon`, ``sample`` is
@@ -45,7 +45,8 @@ import torch
 from ..models import AnalyticModel
 from ..schedules import NoiseSchedule, T
 
-SIGMA_VE = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "EDMEulerScheduler", "EDMDPMSolverMultistepScheduler")
+SIGMA_VE = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler", "EDMEulerScheduler",
+            "EDMDPMSolverMultistepScheduler")
 """Variance-exploding state, ``sigmas`` table: sample = x0 + sigma * eps."""
 
 SIGMA_VP = ("DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "UniPCMultistepScheduler",
