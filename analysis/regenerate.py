@@ -5,7 +5,7 @@
 * every study file in analysis/studies/*.toml: rows and fits in analysis/results/<name>/, figures in
   docs/figures/<name>/;
 * the scripts beside this file that write into docs/ (trajectories, ER-SDE, weak/strong and symbolic order tables,
-  mutation table).
+  mutation table, interop table).
 
 Every sweep resumes from its rows (``--fresh`` discards them). Run from the repository root::
 
@@ -34,6 +34,7 @@ SCRIPTS = {  # script -> arguments that make it resume rather than start over
     "stochastic_order_table.py": ["--resume"],
     "symbolic_order_table.py": [],
     "mutation_table.py": ["--resume"],
+    "interop_table.py": ["--resume"],
 }
 
 
