@@ -96,8 +96,6 @@ def _symbolic_order(args) -> int:
 
 
 def _order(args) -> int:
-    import torch
-
     from .findings import findings_for
     from .report import CLAIM_KIND, VERDICT_METRIC, claimed_order, verdict
     from .solvers import get_solver
@@ -112,7 +110,6 @@ def _order(args) -> int:
     options = {"grid": args.grid} | ({"n_samples": args.n_samples} if args.n_samples and kind != "weak-exact" else {})
     study = Study(name="order", kind=kind, problems=(args.problem,), solvers=({"name": args.solver, "params": params},),
                   steps=tuple(args.steps or default_steps), seeds=(args.seed,), options=options)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     store = pathlib.Path(args.out) if args.out else pathlib.Path(tempfile.mkdtemp(prefix="sdetoolkit-order-"))
     rows = study.run(store, resume=args.out is not None, progress=not args.json)
     fits = fit_orders(rows)
