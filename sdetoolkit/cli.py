@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import sys
@@ -110,8 +111,9 @@ def _order(args) -> int:
     options = {"grid": args.grid} | ({"n_samples": args.n_samples} if args.n_samples and kind != "weak-exact" else {})
     study = Study(name="order", kind=kind, problems=(args.problem,), solvers=({"name": args.solver, "params": params},),
                   steps=tuple(args.steps or default_steps), seeds=(args.seed,), options=options)
-    store = pathlib.Path(args.out) if args.out else pathlib.Path(tempfile.mkdtemp(prefix="sdetoolkit-order-"))
-    rows = study.run(store, resume=args.out is not None, progress=not args.json)
+    folder = contextlib.nullcontext(args.out) if args.out else tempfile.TemporaryDirectory(prefix="sdetoolkit-order-")
+    with folder as store:  # rows kept only where --out asks for them
+        rows = study.run(store, resume=args.out is not None, progress=not args.json)
     fits = fit_orders(rows)
     solver = get_solver(args.solver, **params)
     claimed = claimed_order(solver, CLAIM_KIND[kind])
