@@ -160,27 +160,29 @@ class GaussianMixture:
         :math:`\mathrm{score} = -\sum_k r_k P_k y_k` and
         :math:`x_0 = \sum_k r_k(\mu_k + \alpha U_k\,\mathrm{diag}(s_k/v_k)\,U_k^\top y_k)`.
 
-        The per-component constants are formed in float64 from the spectral factors (no matrix is inverted), then
-        rounded to x's dtype. Rows go through in chunks whose temporaries stay in cache, so the outputs are the only
+        The per-component constants are formed in float64 on the CPU from the spectral factors (no matrix is
+        inverted), then rounded to x's dtype and moved to its device. Rows go through in chunks whose temporaries
+        stay in cache and live in buffers reused by every chunk (:class:`_Scratch`), so the outputs are the only
         tensors with N rows.
         """
-        p = self._parameters(x.new_empty(0, dtype=torch.float64))
+        p = self._parameters(torch.empty(0, dtype=torch.float64))      # float64 on the CPU, read by the checks
         var = alpha**2 * p.eigvals + sigma**2                          # (K, d)
         if bool((var <= 0).any()):
             raise ValueError("x: the density is singular here (a zero-variance direction at sigma = 0)")
         log_norm = p.log_weights - 0.5 * (torch.log(var).sum(dim=1) + self.dim * _LOG_2PI)   # (K,)
         if p.basis is None and self._expansion_is_accurate(p, alpha, var, x.dtype):
-            kernel, rows = self._expanded_kernel(p, alpha, var, log_norm, want, x.dtype), _EXPANDED_ROWS
+            kernel, rows = self._expanded_kernel(p, alpha, var, log_norm, want, x), _EXPANDED_ROWS
         else:
-            kernel = self._centred_kernel(p, alpha, var, log_norm, want, x.dtype)
+            kernel = self._centred_kernel(p, alpha, var, log_norm, want, x)
             rows = max(1, _CHUNK_ELEMENTS // (self.n_components * self.dim))
         n = x.shape[0]
         density = want == "density"
         outputs = (x.new_empty(n) if density else None, x.new_empty(n, self.n_components) if density else None,
                    None if density else x.new_empty(n, self.dim), x.new_empty(n, self.dim) if want == "both" else None)
+        scratch = _Scratch(x, enabled=not (torch.is_grad_enabled() and x.requires_grad))
         for start in range(0, n, rows):
             chunk = slice(start, start + rows)
-            for out, value in zip(outputs, kernel(x[chunk]), strict=True):
+            for out, value in zip(outputs, kernel(x[chunk], scratch), strict=True):
                 if out is not None:
                     out[chunk] = value
         return outputs
@@ -198,7 +200,7 @@ class GaussianMixture:
         eps = torch.finfo(dtype).eps
         return eps * spread <= max(1e-12, 16 * eps * p.means.shape[1])
 
-    def _expanded_kernel(self, p, alpha, var, log_norm, want, dtype):
+    def _expanded_kernel(self, p, alpha, var, log_norm, want, like):
         """Diagonal covariances: per chunk, two GEMMs against (d, K) matrices give the quadratic forms and one
         against a (K, 2d) matrix ((K, 4d) with x0) the sums over components; no (N, K, d) tensor. (The constant
         matrices are stored transposed: MKL's skinny float64 GEMMs ran 1.4 times faster so on the development
@@ -217,27 +219,30 @@ class GaussianMixture:
         sums = [mc * precision, precision] + ([p.means - shrink * mc, shrink] if want == "both" else [])
 
         def cast(v):
-            return v.to(dtype)
+            return v.to(like)
         centre, root, log_norm = cast(alpha * p.centre), cast(broadest.sqrt()), cast(log_norm)
         squares, linear = cast(precision / broadest), cast(-2.0 * mc * precision)           # (K, d)
         offsets = cast((mc * mc * precision).sum(dim=1))                                     # (K,)
         sums = cast(torch.cat(sums, dim=1).T.contiguous())                                  # (2d or 4d, K)
 
-        def kernel(x):
-            xc = x - centre
-            xs = xc * root
-            quad = torch.addmm(torch.addmm(offsets, xc, linear.T), xs * xs, squares.T)
+        def kernel(x, scratch):
+            rows = x.shape[0]
+            xc = torch.sub(x, centre, out=scratch("xc", rows, d))
+            xs = torch.mul(xc, root, out=scratch("xs", rows, d))
+            xs = torch.mul(xs, xs, out=scratch.reuse(xs))
+            quad = torch.addmm(torch.addmm(offsets, xc, linear.T), xs, squares.T)
             log_joint = torch.add(log_norm, quad.clamp_min(0.0), alpha=-0.5)                # (rows, K)
             if want == "density":
                 return _log_posterior(log_joint, 1)
-            sums_r = torch.softmax(log_joint, dim=1) @ sums.T
-            score = torch.addcmul(sums_r[:, :d], xc, sums_r[:, d:2 * d], value=-1.0)
+            sums_r = torch.mm(torch.softmax(log_joint, dim=1), sums.T, out=scratch("sums", rows, sums.shape[0]))
+            score = torch.addcmul(sums_r[:, :d], xc, sums_r[:, d:2 * d], value=-1.0, out=scratch("score", rows, d))
             if want == "score":
                 return None, None, score, None
-            return None, None, score, torch.addcmul(sums_r[:, 2 * d:3 * d], xc, sums_r[:, 3 * d:])
+            return None, None, score, torch.addcmul(sums_r[:, 2 * d:3 * d], xc, sums_r[:, 3 * d:],
+                                                    out=scratch("x0", rows, d))
         return kernel
 
-    def _centred_kernel(self, p, alpha, var, log_norm, want, dtype):
+    def _centred_kernel(self, p, alpha, var, log_norm, want, like):
         r"""Differences :math:`y_k = x - \alpha\mu_k` per component, (K, rows, d), times the symmetric
         :math:`\tau_k P_k` and, for x0, :math:`\tau_k\alpha U_k\,\mathrm{diag}(s_k/v_k)\,U_k^\top`: one batched GEMM
         (elementwise for diagonal covariances). For the score that is 2 K d^2 flops per row, as many as the forward
@@ -251,34 +256,38 @@ class GaussianMixture:
         quadratic form's grows like :math:`\epsilon\,\kappa_k` instead of :math:`\epsilon\sqrt{\kappa_k}` (float32,
         d = 8, :math:`\kappa = 10^4`: 3e-4 nats instead of 7e-5 in log p).
         """
-        d = self.dim
         tau = var.amin(dim=1, keepdim=True).sqrt()                      # (K, 1)
         gains = [tau / var] + ([tau * alpha * p.eigvals / var] if want == "both" else [])
+        k, d, h = self.n_components, self.dim, len(gains)
         if p.basis is None:
-            factors = torch.stack(gains, dim=1)[:, None].to(dtype)      # (K, 1, h, d)
+            factors = torch.stack(gains, dim=1)[:, None].to(like)       # (K, 1, h, d)
 
-            def apply(y):
-                return (y[:, :, None, :] * factors).flatten(2)
+            def apply(y, scratch):
+                return torch.mul(y[:, :, None, :], factors, out=scratch("v", k, y.shape[1], h, d)).flatten(2)
         else:
             u = p.basis
-            factors = torch.cat([(u * g[:, None, :]) @ u.transpose(1, 2) for g in gains], dim=1).to(dtype)
+            factors = torch.cat([(u * g[:, None, :]) @ u.transpose(1, 2) for g in gains], dim=1).to(like)
 
-            def apply(y):  # the factors are symmetric; MKL's batched GEMM ran faster with the transposed operand
-                return torch.bmm(y, factors.transpose(1, 2))
-        shifts = (alpha * p.means)[:, None, :].to(dtype)                 # (K, 1, d)
-        inv_tau, means, log_norm = (1.0 / tau).to(dtype), p.means.to(dtype), log_norm[:, None].to(dtype)
+            def apply(y, scratch):  # the factors are symmetric; MKL's batched GEMM ran faster with them transposed
+                return torch.bmm(y, factors.transpose(1, 2), out=scratch("v", k, y.shape[1], h * d))
+        shifts = (alpha * p.means)[:, None, :].to(like)                  # (K, 1, d)
+        inv_tau, means, log_norm = (1.0 / tau).to(like), p.means.to(like), log_norm[:, None].to(like)
 
-        def kernel(x):
-            y = x - shifts                                              # (K, rows, d)
-            v = apply(y)                                                # (K, rows, d) or (K, rows, 2d)
-            log_joint = log_norm - 0.5 * inv_tau * (y * v[:, :, :d]).sum(dim=2)            # (K, rows)
+        def kernel(x, scratch):
+            rows = x.shape[0]
+            y = torch.sub(x, shifts, out=scratch("y", k, rows, d))       # (K, rows, d)
+            v = apply(y, scratch)                                       # (K, rows, h d)
+            quad = torch.mul(y, v[:, :, :d], out=scratch.reuse(y)).sum(dim=2) * inv_tau
+            log_joint = torch.add(log_norm, quad, alpha=-0.5)           # (K, rows)
             if want == "density":
                 return _log_posterior(log_joint, 0)
             resp = torch.softmax(log_joint, dim=0)
-            sums_r = ((resp * inv_tau)[:, :, None] * v).sum(dim=0)       # (rows, d) or (rows, 2d)
+            weighted = torch.mul(v, (resp * inv_tau)[:, :, None], out=scratch.reuse(v))
+            sums_r = torch.sum(weighted, dim=0, out=scratch("sums", rows, h * d))
+            score = torch.neg(sums_r[:, :d], out=scratch("score", rows, d))
             if want == "score":
-                return None, None, -sums_r, None
-            return None, None, -sums_r[:, :d], torch.addmm(sums_r[:, d:], resp.T, means)
+                return None, None, score, None
+            return None, None, score, torch.addmm(sums_r[:, d:], resp.T, means, out=scratch("x0", rows, d))
         return kernel
 
     # -- the distribution itself ---------------------------------------------------------------------------------
@@ -437,6 +446,29 @@ class GaussianTransition:
         z = torch.randn(self.mean.shape, dtype=self.mean.dtype, device=self.mean.device, generator=generator)
         z = z * self.variances.sqrt()
         return self.mean + (z if self.basis is None else z @ self.basis.T)
+
+
+class _Scratch:
+    """Buffers for a chunk's large temporaries, reused by every chunk of one call: fresh allocations of a few MB per
+    chunk let glibc's malloc return the memory to the system and fault it in again each time (in a fresh process,
+    N = 1e5, d = 64, K = 16, float64, full covariances: 600 000 page faults and three times the time per call).
+    Disabled, answering None so that every op allocates, while autograd records the computation: it may save
+    tensors that a reused buffer would overwrite."""
+
+    def __init__(self, like: torch.Tensor, enabled: bool):
+        self.like, self.enabled, self.buffers = like, enabled, {}
+
+    def __call__(self, name: str, *shape: int) -> torch.Tensor | None:
+        """The buffer ``name`` of this shape (a new one when the shape changes, as for a short last chunk)."""
+        if not self.enabled:
+            return None
+        if name not in self.buffers or self.buffers[name].shape != shape:
+            self.buffers[name] = self.like.new_empty(shape)
+        return self.buffers[name]
+
+    def reuse(self, tensor: torch.Tensor) -> torch.Tensor | None:
+        """``tensor`` as the output of an op that overwrites it, or None while disabled."""
+        return tensor if self.enabled else None
 
 
 def _log_posterior(log_joint: torch.Tensor, dim: int):

@@ -240,6 +240,11 @@ def test_float32_follows_input_and_keeps_precision(name, where):
         assert error < 2e-5, error
 
 
+NARROW_FAR_MODES = dict(weights=torch.full((3,), 1 / 3, dtype=torch.float64),
+                        means=torch.tensor([[-100.0], [100.0], [100.02]], dtype=torch.float64),
+                        covs=torch.full((3,), 1e-4, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_narrow_modes_far_from_the_mixture_mean(dtype):
     """Modes at -100, 100, 100.02 with variance 1e-4: no cancellation in the quadratic forms (regression; expanding
@@ -248,9 +253,7 @@ def test_narrow_modes_far_from_the_mixture_mean(dtype):
     Errors are in units of the marginal standard deviation, against float64 at the same rounded input. The floor
     is the rounding of the means themselves, 4 eps |mu| / sd: about 1e-3 in float32 and 2e-12 in float64.
     """
-    mixture = GaussianMixture(torch.full((3,), 1 / 3, dtype=torch.float64),
-                              torch.tensor([[-100.0], [100.0], [100.02]], dtype=torch.float64),
-                              torch.full((3,), 1e-4, dtype=torch.float64))
+    mixture = GaussianMixture(**NARROW_FAR_MODES)
     schedule, t = get_schedule("edm"), 0.002
     x = torch.linspace(99.99, 100.03, 41, dtype=torch.float64)[:, None].to(dtype)
     reference = dense_reference(mixture, schedule, t)
@@ -262,6 +265,36 @@ def test_narrow_modes_far_from_the_mixture_mean(dtype):
     assert ((score.double() - gradient).abs() * sd).max().item() < tolerance
     log_p = mixture.noised(schedule, t).log_prob(x)
     assert (log_p.double() - reference.log_prob(x.double())).abs().max().item() < tolerance * 10
+
+
+@pytest.mark.parametrize("path", ["expanded", "centred", "full"])
+def test_chunks_and_reused_buffers_change_nothing(path, monkeypatch):
+    """Several chunks and a short last one, through the buffers reused across chunks (x without grad) and through
+    fresh tensors (x requiring grad, which autograd records): the same numbers, and those of one big chunk."""
+    if path == "centred":
+        distribution, schedule, t = GaussianMixture(**NARROW_FAR_MODES), get_schedule("edm"), 0.002
+    else:
+        problem = get_problem("gmm-d64-k16" if path == "expanded" else "gmm-d16-k10")
+        distribution, schedule, t = problem.distribution, problem.schedule, 0.5
+    noised = distribution.noised(schedule, t)
+    p = noised._parameters(torch.empty(0, dtype=torch.float64))
+    assert (p.basis is not None) == (path == "full")
+    assert path == "full" or noised._expansion_is_accurate(p, 1.0, p.eigvals, torch.float64) == (path == "expanded")
+    monkeypatch.setattr("sdetoolkit.distributions._EXPANDED_ROWS", 7)
+    monkeypatch.setattr("sdetoolkit.distributions._CHUNK_ELEMENTS", 7 * noised.n_components * noised.dim)
+    x = noised.sample(23, torch.Generator().manual_seed(0))
+
+    def evaluate(x):
+        x0, score = distribution.x0_and_score(x, schedule, t)
+        return [noised.score(x), x0, score, noised.log_prob(x), noised.responsibilities(x)]
+
+    reused, fresh = evaluate(x), evaluate(x.clone().requires_grad_(True))
+    monkeypatch.setattr("sdetoolkit.distributions._EXPANDED_ROWS", 10**6)
+    monkeypatch.setattr("sdetoolkit.distributions._CHUNK_ELEMENTS", 10**9)
+    whole = evaluate(x)
+    for a, b, c in zip(reused, fresh, whole, strict=True):
+        assert torch.equal(a, b.detach())
+        torch.testing.assert_close(a, c, rtol=1e-13, atol=1e-13)
 
 
 # -- validation --------------------------------------------------------------------------------------------------
