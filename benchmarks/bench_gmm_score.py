@@ -19,31 +19,34 @@ noised marginal p_t at t = 0.5 on the ``vp-linear`` schedule:
    Tweedie's formula (x + sigma^2 score) / alpha applied to the baseline score. In float32 both are also compared
    with our float64 score.
 
-2. Achieved GFLOP/s of our score, from the flop count of the branch of ``GaussianMixture._posterior`` that serves
-   the input (printed as ``path``; GEMMs at 2mnk, each elementwise op, exp, log and max as one flop per element;
-   per row of x):
+2. Achieved GFLOP/s, from flop counts per row of x (GEMMs at 2mnk, each elementwise op, exp and max as one flop
+   per element), of our ``score`` and ``x0_and_score`` for the branch of ``GaussianMixture._posterior`` that serves
+   the input (printed as ``path``):
 
    * ``expanded`` (diagonal covariances, when expanding about the mixture mean is accurate enough for the dtype):
-     6 GEMMs against (d, K) or (K, d) matrices, 12 d K; elementwise 7 d + 11 K;
-   * ``centred`` (diagonal covariances otherwise): elementwise on (N, K, d) in row chunks, 9 K d, plus one
-     (N, K) x (K, d) GEMM, 2 K d; and 8 K + 2 d;
-   * ``rotated`` (full covariances): (N, d) x (d, K d) then (2N, K d) x (K d, d), 6 K d^2; elementwise
-     9 K d + 8 K + 2 d.
+     GEMMs against (d, K) and (K, 2d) matrices, 8 d K for the score (12 d K with x0); elementwise 5 d + 7 K
+     (7 d + 7 K);
+   * ``centred`` (diagonal covariances otherwise): elementwise on (K, rows, d) chunks, 6 K d + 9 K + d for the score
+     (11 K d + 9 K + 2 d with x0, one (K, d) GEMM included);
+   * ``full`` (full covariances): the same chunks times the precisions by a batched GEMM, 2 K d^2 + 5 K d + 9 K + d
+     for the score (4 K d^2 + 9 K d + 9 K + 2 d with x0).
 
-   The count is that of ``x0_and_score``; ``score`` skips the denoiser's reductions (on the rotated path one of
-   its two back-projection GEMMs), so its GFLOP/s is an upper bound.
-   The throughput is compared with a plain (N, d) @ (d, K d) GEMM in the same dtype, and
-   with the time of the path's own GEMMs run alone on random operands of the same shapes (chunked paths: the
-   reference uses the same chunk), both writing into preallocated outputs so that they measure arithmetic, not
-   the first-touch page faults of a fresh output (which every call of ours and of the baselines does pay).
+   and of the ``MVN(scale_tril)`` baseline, counting only its two triangular solves (``log_prob`` and its
+   backward), 2 K d^2 per row: a lower bound on its work, and the same count as our ``full`` score's GEMM.
+   They are compared with a plain (N, d) @ (d, K d) GEMM in the same dtype, and with the time of the path's own
+   GEMMs run alone on random operands of the chunk's shapes, both writing into preallocated outputs so that they
+   measure arithmetic, not the first-touch page faults of a fresh output (which every call of ours and of the
+   baselines does pay). ``bound`` is the ratio ours would reach if our score ran at the plain GEMM's rate:
+   baseline time x GEMM GFLOP/s / our flops. For the ``full`` case, where both sides do about 2 K d^2 flops per
+   row, it is the GEMM's rate over the baseline's.
 
 Timing: ``torch.utils.benchmark.Timer`` with all torch threads, after a warm-up call (for ours and the baselines,
 the agreement check), then ``blocked_autorange`` (at least 3 blocks) or, for calls slower than 1/3 s, 3 single
 calls; medians are reported. The script prints the load average: other busy processes on the machine inflate every
 time, the ratios less so.
 
-Run (N = 1e5 took about 10 minutes on the 2-core development VM, shared with other work; large fresh temporaries
-make page faults a big part of every call there; use ``--n`` for a shorter run)::
+Run (N = 1e5 took about 4 minutes on the 2-core development VM; the baselines' large fresh temporaries make page
+faults a big part of their calls there; use ``--n`` for a shorter run)::
 
     python benchmarks/bench_gmm_score.py            # N = 1e5
     python benchmarks/bench_gmm_score.py --n 20000  # another N
@@ -64,7 +67,7 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Mul
 from torch.utils import benchmark
 
 import sdetoolkit
-from sdetoolkit.distributions import _CHUNK_ELEMENTS  # (rows x K x d) per chunk on the (N, K, d) paths
+from sdetoolkit.distributions import _CHUNK_ELEMENTS, _EXPANDED_ROWS  # chunk sizes of the kernel's paths
 
 T = 0.5
 SEED = 0
@@ -158,39 +161,45 @@ def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 # -- the kernel's path and its flop count (per call; see the module docstring) -------------------------------------
 def kernel_path(noised, x: torch.Tensor) -> str:
     """The branch of ``GaussianMixture._posterior`` that serves ``noised.score(x)`` (mirrors its dispatch)."""
-    p = noised._parameters(x)
+    p = noised._parameters(torch.empty(0, dtype=torch.float64))
     if p.basis is not None:
-        return "rotated"
+        return "full"
     return "expanded" if noised._expansion_is_accurate(p, 1.0, p.eigvals, x.dtype) else "centred"
 
 
-def score_flops(n: int, d: int, k: int, path: str) -> float:
-    per_row = {"expanded": 12 * d * k + 7 * d + 11 * k,
-               "centred": 11 * k * d + 8 * k + 2 * d,
-               "rotated": 6 * k * d * d + 9 * k * d + 8 * k + 2 * d}[path]
+def our_flops(n: int, d: int, k: int, path: str, both: bool) -> float:
+    per_row = {("expanded", False): 8 * d * k + 5 * d + 7 * k,
+               ("expanded", True): 12 * d * k + 7 * d + 7 * k,
+               ("centred", False): 6 * k * d + 9 * k + d,
+               ("centred", True): 11 * k * d + 9 * k + 2 * d,
+               ("full", False): 2 * k * d * d + 5 * k * d + 9 * k + d,
+               ("full", True): 4 * k * d * d + 9 * k * d + 9 * k + 2 * d}[path, both]
     return n * per_row
 
 
 def own_gemms(n: int, d: int, k: int, path: str, dtype):
-    """A function running one chunk of the path's GEMMs alone (random operands, preallocated outputs), and the
-    number of chunks in n rows."""
+    """A function running one chunk of the score's GEMMs alone (random operands of the kernel's shapes and
+    layouts, preallocated outputs), and the number of chunks in n rows; None for the GEMM-free ``centred`` path."""
+    if path == "centred":
+        return None, 0
     g = torch.Generator().manual_seed(SEED)
 
     def rand(*shape):
         return torch.randn(*shape, dtype=dtype, generator=g)
 
-    rows = n if path == "expanded" else min(n, max(1, _CHUNK_ELEMENTS // (k * d)))
-    if path == "expanded":
-        products = [(rand(rows, d), rand(d, k))] * 2 + [(rand(rows, k), rand(k, d))] * 4
-    else:
-        products = [(rand(rows, k), rand(k, d))]
-        if path == "rotated":
-            products += [(rand(rows, d), rand(d, k * d)), (rand(2 * rows, k * d), rand(k * d, d))]
-    outs = [torch.empty(a.shape[0], b.shape[1], dtype=dtype) for a, b in products]
+    rows = min(n, _EXPANDED_ROWS if path == "expanded" else max(1, _CHUNK_ELEMENTS // (k * d)))
+    if path == "expanded":  # constant operands stored transposed, as in the kernel
+        products = [(rand(rows, d), rand(k, d).T)] * 2 + [(rand(rows, k), rand(2 * d, k).T)]
+        outs = [torch.empty(rows, k, dtype=dtype)] * 2 + [torch.empty(rows, 2 * d, dtype=dtype)]
 
-    def run():
-        for (a, b), out in zip(products, outs, strict=True):
-            torch.mm(a, b, out=out)
+        def run():
+            for (a, b), out in zip(products, outs, strict=True):
+                torch.mm(a, b, out=out)
+    else:
+        y, factors, out = rand(k, rows, d), rand(k, d, d), torch.empty(k, rows, d, dtype=dtype)
+
+        def run():
+            torch.bmm(y, factors.transpose(1, 2), out=out)
     return run, n / rows
 
 
@@ -230,6 +239,22 @@ def main() -> None:
             t_score = median_seconds(lambda x=x, p=noised: p.score(x), min_run_time, min_blocks, warm=True)
             t_both = median_seconds(lambda x=x, p=dist: p.x0_and_score(x, schedule, T), min_run_time, min_blocks,
                                     warm=True)
+            g = torch.Generator().manual_seed(SEED)
+            a = torch.randn(n, d, dtype=dtype, generator=g)
+            b = torch.randn(d, k * d, dtype=dtype, generator=g)
+            c = torch.empty(n, k * d, dtype=dtype)
+            gemm_rate = 2 * n * d * k * d / median_seconds(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), min_run_time,
+                                                           min_blocks) / 1e9
+            del a, b, c
+            run_gemms, multiplier = own_gemms(n, d, k, path, dtype)
+            t_own = math.nan if run_gemms is None else multiplier * median_seconds(run_gemms, min_run_time, min_blocks)
+            count, count_both = our_flops(n, d, k, path, False), our_flops(n, d, k, path, True)
+            flops.append({
+                "case": case, "dtype": dname, "path": path, "GEMM GFLOP/s": gemm_rate,
+                "score GFLOP/s": count / t_score / 1e9, "x0_and_score GFLOP/s": count_both / t_both / 1e9,
+                "score / GEMM": count / t_score / 1e9 / gemm_rate, "own GEMMs ms": 1e3 * t_own,
+                "own GEMMs / score": t_own / t_score, "load": os.getloadavg()[0],
+            })
             for bname, mixture in baselines(dist, covs, is_diagonal, alpha, sigma, dtype).items():
                 base = autograd_score(mixture, x)
                 checks.append({
@@ -243,27 +268,13 @@ def main() -> None:
                 })
                 t_base = median_seconds(lambda m=mixture, x=x: autograd_score(m, x), min_run_time, min_blocks,
                                         warm=True)
+                base_rate = 2 * n * k * d * d / t_base / 1e9 if bname == "MVN(scale_tril)" else math.nan
                 times.append({
                     "case": case, "dtype": dname, "path": path, "baseline": bname, "base ms": 1e3 * t_base,
                     "score ms": 1e3 * t_score, "x0_and_score ms": 1e3 * t_both,
                     "base/score": t_base / t_score, "base/x0_and_score": t_base / t_both,
+                    "bound": t_base * gemm_rate * 1e9 / count, "base GFLOP/s": base_rate, "load": os.getloadavg()[0],
                 })
-            g = torch.Generator().manual_seed(SEED)
-            a = torch.randn(n, d, dtype=dtype, generator=g)
-            b = torch.randn(d, k * d, dtype=dtype, generator=g)
-            c = torch.empty(n, k * d, dtype=dtype)
-            t_gemm = median_seconds(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), min_run_time, min_blocks)
-            run_gemms, multiplier = own_gemms(n, d, k, path, dtype)
-            t_own = multiplier * median_seconds(run_gemms, min_run_time, min_blocks)
-            count = score_flops(n, d, k, path)
-            gemm_rate = 2 * n * d * k * d / t_gemm / 1e9
-            flops.append({
-                "case": case, "dtype": dname, "path": path, "GFLOP/call": count / 1e9, "score ms": 1e3 * t_score,
-                "score GFLOP/s": count / t_score / 1e9, "GEMM GFLOP/s": gemm_rate,
-                "fraction of GEMM": count / t_score / 1e9 / gemm_rate,
-                "own GEMMs ms": 1e3 * t_own, "own GEMMs / score": t_own / t_score,
-            })
-            del a, b, c, run_gemms
 
     pd.set_option("display.width", 200)
     print("\nAgreement, max over rows of ||a - b|| / ||b||: our score (from score and from x0_and_score) vs the "
@@ -271,12 +282,14 @@ def main() -> None:
           "(it magnifies a float32\nscore's error by sigma^2 |score| / (alpha |x0|)); float32 results vs our float64 "
           "ones:")
     print(pd.DataFrame(checks).to_string(index=False, float_format=lambda v: f"{v:.1e}", na_rep="-"))
-    print("\nWall time, median (ratio > 1: ours is faster):")
-    print(pd.DataFrame(times).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print("\nWall time, median (ratio > 1: ours is faster); bound: base/score if our score ran at the plain GEMM's "
+          "rate;\nbase GFLOP/s: the MVN baseline's two triangular solves, 2 K d^2 per row; load: 1-minute load "
+          "average after the timing:")
+    print(pd.DataFrame(times).to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-"))
     print("(score skips the denoiser; x0_and_score computes both from one pass)")
-    print("\nThroughput of our score (GEMM: plain (N, d) @ (d, K d) in the same dtype; own GEMMs: the path's "
-          "GEMMs alone;\nboth into preallocated outputs):")
-    print(pd.DataFrame(flops).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print("\nThroughput of ours (GEMM: plain (N, d) @ (d, K d) in the same dtype; own GEMMs: the score's GEMMs alone "
+          "at the\nkernel's chunk shapes; both into preallocated outputs):")
+    print(pd.DataFrame(flops).to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-"))
     cpu = os.times()
     print(f"\n1-minute load average after the run: {os.getloadavg()[0]:.2f} (this run alone accounts for about "
           f"{torch.get_num_threads()}); process CPU time: user {cpu.user:.0f} s, system {cpu.system:.0f} s (a large "

@@ -181,10 +181,10 @@ class GaussianMixture:
                    None if density else x.new_empty(n, self.dim), x.new_empty(n, self.dim) if want == "both" else None)
         scratch = _Scratch(x, enabled=not (torch.is_grad_enabled() and x.requires_grad))
         for start in range(0, n, rows):
-            chunk = slice(start, start + rows)
-            for out, value in zip(outputs, kernel(x[chunk], scratch), strict=True):
-                if out is not None:
-                    out[chunk] = value
+            scratch.targets = [None if out is None else out[start:start + rows] for out in outputs]
+            for target, value in zip(scratch.targets, kernel(x[start:start + rows], scratch), strict=True):
+                if target is not None and value is not target:
+                    target.copy_(value)
         return outputs
 
     @staticmethod
@@ -235,11 +235,11 @@ class GaussianMixture:
             if want == "density":
                 return _log_posterior(log_joint, 1)
             sums_r = torch.mm(torch.softmax(log_joint, dim=1), sums.T, out=scratch("sums", rows, sums.shape[0]))
-            score = torch.addcmul(sums_r[:, :d], xc, sums_r[:, d:2 * d], value=-1.0, out=scratch("score", rows, d))
+            score = torch.addcmul(sums_r[:, :d], xc, sums_r[:, d:2 * d], value=-1.0, out=scratch.target(2))
             if want == "score":
                 return None, None, score, None
             return None, None, score, torch.addcmul(sums_r[:, 2 * d:3 * d], xc, sums_r[:, 3 * d:],
-                                                    out=scratch("x0", rows, d))
+                                                    out=scratch.target(3))
         return kernel
 
     def _centred_kernel(self, p, alpha, var, log_norm, want, like):
@@ -284,10 +284,10 @@ class GaussianMixture:
             resp = torch.softmax(log_joint, dim=0)
             weighted = torch.mul(v, (resp * inv_tau)[:, :, None], out=scratch.reuse(v))
             sums_r = torch.sum(weighted, dim=0, out=scratch("sums", rows, h * d))
-            score = torch.neg(sums_r[:, :d], out=scratch("score", rows, d))
+            score = torch.neg(sums_r[:, :d], out=scratch.target(2))
             if want == "score":
                 return None, None, score, None
-            return None, None, score, torch.addmm(sums_r[:, d:], resp.T, means, out=scratch("x0", rows, d))
+            return None, None, score, torch.addmm(sums_r[:, d:], resp.T, means, out=scratch.target(3))
         return kernel
 
     # -- the distribution itself ---------------------------------------------------------------------------------
@@ -457,6 +457,7 @@ class _Scratch:
 
     def __init__(self, like: torch.Tensor, enabled: bool):
         self.like, self.enabled, self.buffers = like, enabled, {}
+        self.targets = []   # this chunk's rows of the outputs (log_p, log_resp, score, x0), set by the caller
 
     def __call__(self, name: str, *shape: int) -> torch.Tensor | None:
         """The buffer ``name`` of this shape (a new one when the shape changes, as for a short last chunk)."""
@@ -469,6 +470,10 @@ class _Scratch:
     def reuse(self, tensor: torch.Tensor) -> torch.Tensor | None:
         """``tensor`` as the output of an op that overwrites it, or None while disabled."""
         return tensor if self.enabled else None
+
+    def target(self, index: int) -> torch.Tensor | None:
+        """This chunk's rows of output ``index``, for the op that computes them, or None while disabled."""
+        return self.targets[index] if self.enabled else None
 
 
 def _log_posterior(log_joint: torch.Tensor, dim: int):
