@@ -3,7 +3,8 @@ r"""Publication figures and LaTeX tables drawn from study results; nothing here 
 Every function takes the tidy tables of :mod:`sdetoolkit.studies` (one row per problem, solver, steps, seed and
 metric; extra columns are ignored) and returns a :class:`matplotlib.figure.Figure` (or a string, for the table).
 Figures are built on :class:`~matplotlib.figure.Figure` directly, without pyplot, so no backend and no global
-figure list are involved; :func:`save` writes PDF and PNG.
+figure list are involved; :func:`save` writes PDF and PNG. :func:`keyed_panels` lays out small multiples whose
+keys sit in their own area under each panel (a table of fits, never over the data).
 
 Rows repeated at one x (several seeds) are drawn as their mean, with the standard error of that mean across the
 rows; a single row keeps its own ``stderr`` (NaN: an exact value, drawn without an error bar). Rows repeated within
@@ -28,9 +29,12 @@ import pandas as pd
 from cycler import cycler
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.textpath import text_to_path
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.transforms import Affine2D, ScaledTranslation
 
 ONE_COLUMN = (3.5, 2.6)
 """Figure size (inches) for one column of a two-column paper."""
@@ -94,7 +98,8 @@ def line_style(i: int) -> dict:
 
 # -- figures ------------------------------------------------------------------------------------------------------
 def convergence(table: pd.DataFrame, fits: pd.DataFrame | None = None, *, x: str = "steps", metric: str | None = None,
-                by="solver", names=None, ax=None, reference_orders=(1, 2, 3), ylabel: str | None = None) -> Figure:
+                by="solver", names=None, ax=None, key=None, reference_orders=(1, 2, 3),
+                ylabel: str | None = None) -> Figure:
     """Log-log error (column ``value``) against steps, NFE or h = 1/steps, one curve per ``by`` group.
 
     ``fits`` (columns ``by``, order, low, high, optionally claimed) puts each fit in the legend, e.g.
@@ -103,25 +108,34 @@ def convergence(table: pd.DataFrame, fits: pd.DataFrame | None = None, *, x: str
 
     ``names`` (here and in the other figures) lists group names in the order that fixes their styles and legend
     order, so that several figures draw each solver alike; groups not in it follow in order of appearance.
-    ``ax`` draws into a caller's axes (legend inside them) and returns its figure.
+    ``ax`` draws into a caller's axes (legend inside them) and returns its figure. ``key``, an axes of that figure
+    (e.g. from :func:`keyed_panels`), takes the legend out of ``ax`` as a table: line sample, name and, with
+    ``fits``, the fitted p, its interval and the claim in aligned columns (no repeated words, so it reads by column).
     """
     if x not in _X_LABELS:
         raise ValueError(f"x: expected one of {', '.join(_X_LABELS)}, got {x!r}")
+    if key is not None and (ax is None or key.figure is not ax.figure):
+        raise ValueError("key: give it with ax, both axes of one figure")
     by = _columns(by)
     table, metric = _prepare(table, by + ["steps", "value"] + (["nfe"] if x == "nfe" else []), metric, by)
     _check_positive(table, "steps" if x == "h" else x, "table")
     table = table.assign(h=1.0 / table["steps"]) if x == "h" else table
-    labels = _fit_labels(fits, by) if fits is not None else {}
+    fitted = _fit_values(fits, by) if fits is not None else {}
+    labels = _fit_labels(fitted)
     own = ax is None
     fig, ax = _figure(ax, _legend_height(table.groupby(by).ngroups, long=bool(labels)))
     with style():
-        handles = _draw_curves(ax, table, by, key="steps", x=x, labels=labels, order=_group_order(table, by, names))
+        order = _group_order(table, by, names)
+        handles = _draw_curves(ax, table, by, key="steps", x=x, labels=labels, order=order)
         ax.set(xscale="log", yscale="log", xlabel=_X_LABELS[x], ylabel=ylabel or METRIC_LABELS.get(metric, metric))
         _title(ax, table)
         _log_ticks(ax)
         if reference_orders:
             _slope_triangles(ax, reference_orders, rising=x == "h")
-        _legend(fig, None if own else ax, handles, long=bool(labels))
+        if key is None:
+            _legend(fig, None if own else ax, handles, long=bool(labels))
+        else:
+            _key_table(key, list(handles), order, fitted, header=", ".join(by))
     return fig
 
 
@@ -189,6 +203,32 @@ def one_step_error(table: pd.DataFrame, *, x: str = "h", metric: str | None = No
                 _slope_triangles(ax, reference_orders, rising=True)
         _legend(fig, None, dict(sorted(handles.items(), key=lambda item: order[item[0]])), long=False)
     return fig
+
+
+def keyed_panels(entries, *, columns: int = 2) -> tuple[Figure, list]:
+    """Empty panels across a two-column page, ``columns`` to a row, each an axes with a key area under it (axis
+    off, for ``convergence(..., ax=, key=)``) as tall as :func:`key_height` of the most ``entries`` in its row.
+
+    Returns the figure and one (axes, key) pair per entry, row by row. With two columns a panel is one column
+    wide (:data:`ONE_COLUMN`), so the style's type sizes print as designed.
+    """
+    entries = list(entries)
+    rows = [max(entries[i:i + columns]) for i in range(0, len(entries), columns)]
+    with style():
+        fig = Figure(figsize=(TWO_COLUMN[0], sum(_PANEL + _DECORATION + key_height(n) for n in rows)),
+                     layout="constrained")
+        grid = fig.add_gridspec(2 * len(rows), columns,
+                                height_ratios=[h for n in rows for h in (_PANEL, key_height(n))])
+        pairs = [(fig.add_subplot(grid[2 * (i // columns), i % columns]),
+                  fig.add_subplot(grid[2 * (i // columns) + 1, i % columns])) for i in range(len(entries))]
+    for _, key in pairs:
+        key.set_axis_off()
+    return fig, pairs
+
+
+def key_height(entries: int) -> float:
+    """Inches the key table of ``entries`` curves takes: a header, a rule and a row per curve."""
+    return (entries + 1.5) * _KEY_PITCH * STYLE["legend.fontsize"] / 72
 
 
 def trajectories(paths: pd.DataFrame, density, *, solvers=None, max_paths: int | None = None,
@@ -392,18 +432,63 @@ def _check_repeats(part: pd.DataFrame, keys: list, group) -> None:
                      f"column(s) {', '.join(map(repr, varying)) or '(none)'} vary: filter the table or add them to by=")
 
 
-def _fit_labels(fits, by) -> dict:
-    """Legend label of each fitted group: ``name: p = 2.01 [1.98, 2.03] (claimed 2)``."""
+def _fit_values(fits, by) -> dict:
+    """(order, low, high, claimed) of each fitted group; claimed is NaN where the fit has none."""
     _require(fits, [*by, "order", "low", "high"], "fits")
     keys = _keys(fits, by)
     if len(set(keys)) != len(keys):
         raise ValueError(f"fits: several rows for one {', '.join(by)}")
-    labels = {}
-    for key, (_, row) in zip(keys, fits.iterrows(), strict=True):
-        text = f"{_name(key)}: p = {row['order']:.2f} [{row['low']:.2f}, {row['high']:.2f}]"
-        claimed = pd.to_numeric(pd.Series([row.get("claimed")]), errors="coerce").iloc[0]
-        labels[key] = text + (f" (claimed {claimed:g})" if np.isfinite(claimed) else "")
-    return labels
+    claimed = pd.to_numeric(fits["claimed"], errors="coerce") if "claimed" in fits.columns else pd.Series(
+        np.nan, index=fits.index)
+    columns = [fits[c].to_numpy(dtype=float) for c in ("order", "low", "high")] + [claimed.to_numpy(dtype=float)]
+    return dict(zip(keys, zip(*columns, strict=True), strict=True))
+
+
+def _fit_labels(fitted: dict) -> dict:
+    """Legend label of each fitted group: ``name: p = 2.01 [1.98, 2.03] (claimed 2)``."""
+    return {key: f"{_name(key)}: p = {p:.2f} [{low:.2f}, {high:.2f}]" + (f" (claimed {c:g})" if np.isfinite(c) else "")
+            for key, (p, low, high, c) in fitted.items()}
+
+
+def _key_table(key, groups: list, order: dict, fitted: dict, *, header: str) -> None:
+    """The key of ``groups`` as a table from the top left of axes ``key``: line sample, name and, for fitted groups,
+    p, interval and claim (a dash where missing); p is bold where its interval misses the claim, as in
+    :func:`order_table_latex`. Columns are sized from the metrics of the style's font, named outright so that it is
+    also the font drawn (the widths every backend lays out): they align without a renderer. The texts stay in the
+    layout, so an overflow moves the panels, never covers them.
+    """
+    size, family = STYLE["legend.fontsize"], FontProperties().get_name()  # the font measured is the font drawn
+    pitch, sample = _KEY_PITCH * size, STYLE["legend.handlelength"] * size
+    points = Affine2D().scale(1 / 72) + key.figure.dpi_scale_trans + ScaledTranslation(0, 1, key.transAxes)
+    cells = [fitted.get(g) for g in groups]
+    outside = [c is not None and np.isfinite(c[3]) and not c[1] <= c[3] <= c[2] for c in cells]
+    columns = [(header, "left", [_name(g) for g in groups])]
+    if fitted:
+        columns += [("p", "right", [_number(c[0]) if c else "–" for c in cells]),
+                    ("interval", "left", [f"[{_number(c[1])}, {_number(c[2])}]" if c else "–" for c in cells]),
+                    ("claimed", "right", [f"{c[3]:g}" if c and np.isfinite(c[3]) else "–" for c in cells])]
+    rows = -pitch * (np.arange(len(groups) + 1) + 0.9)  # baselines: the header, then one per group
+    for group, y in zip(groups, rows[1:], strict=True):
+        key.add_artist(Line2D([0, sample / 2, sample], [y + 0.3 * size] * 3, markevery=[1], transform=points,
+                              clip_on=False, **line_style(order[group])))
+    left = sample + 0.8 * size
+    for title, align, texts in columns:
+        fonts = [FontProperties(family=family, size=size, weight="bold" if title == "p" and out else "normal")
+                 for out in [False, *outside]]
+        width = max(text_to_path.get_text_width_height_descent(text, font, ismath=False)[0]
+                    for text, font in zip([title, *texts], fonts, strict=True))
+        for i, (text, font, y) in enumerate(zip([title, *texts], fonts, rows, strict=True)):
+            key.text(left + width * (align == "right"), y, text, ha=align, va="baseline", fontproperties=font,
+                     color="0.3" if i == 0 else "black", transform=points)
+        left += width + 1.2 * size
+    rule = rows[0] - 0.35 * pitch
+    key.add_artist(Line2D([0, left - 1.2 * size], [rule, rule], color="0.5", lw=0.4, marker="", transform=points,
+                          clip_on=False))
+
+
+def _number(value: float) -> str:
+    """Two decimals with a typographic minus (and none on a value that rounds to zero)."""
+    return f"{round(value, 2) + 0.0:.2f}".replace("-", "\u2212")
 
 
 def _figure(ax, legend_height: float):
@@ -413,6 +498,11 @@ def _figure(ax, legend_height: float):
     with style():
         fig = Figure(figsize=(ONE_COLUMN[0], ONE_COLUMN[1] + legend_height))
         return fig, fig.add_subplot()
+
+
+_PANEL = 1.9  # inches of a keyed panel's plotting area
+_DECORATION = 0.7  # inches a keyed panel's title, tick labels, axis label and padding take
+_KEY_PITCH = 1.3  # key table row pitch, in font sizes
 
 
 def _legend_height(entries: int, *, long: bool) -> float:
@@ -455,11 +545,15 @@ def _tick_label(value: float, _position=None) -> str:
 
 def _slope_triangles(ax, orders, *, rising: bool) -> None:
     """Slope triangles (hypotenuse slope -p, or +p when ``rising``) labelled ``p = ...``, side by side in the corner
-    of the axes that the drawn curves cross least, sized to the axis ranges; the limits are kept."""
+    of the axes that the drawn curves cross least, sized to the axis ranges; the limits are kept. None where the y
+    range is too narrow for them (a flat curve): squeezed under a third of their width, their labels would collide.
+    """
     orders = sorted(float(p) for p in orders)
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
     (x0, x1), (y0, y1) = np.log10(xlim), np.log10(ylim)
     width = min(0.14 * (x1 - x0), 0.3 * (y1 - y0) / orders[-1])
+    if width < 0.14 * (x1 - x0) / 3:
+        return
     gap, margin, label = 0.6 * width, 0.04 * (x1 - x0), 0.09 * (y1 - y0)
     span = len(orders) * width + (len(orders) - 1) * gap
     height = orders[-1] * width + label

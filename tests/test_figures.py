@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from sdetoolkit import figures
 
@@ -202,3 +203,75 @@ def test_style_and_line_styles():
     assert ax.xaxis.label.get_fontfamily() == ["serif"]
     combos = {(s["color"], s["marker"], str(s["linestyle"])) for s in map(figures.line_style, range(49))}
     assert len(combos) == 49
+
+
+def busy_panel(n=12, seed=7):
+    """n solvers with errors C N^-p (p in 1..4, C over two decades, so curves cross), long names and fits, one
+    fit's claim outside its interval: the report's busiest family panels."""
+    rng = np.random.default_rng(seed)
+    names = [f"solver-family-variant-{i}" for i in range(n)]
+    orders, scales = rng.uniform(1, 4, n), 10 ** rng.uniform(-2, 0, n)
+    table = pd.DataFrame([dict(problem="gauss-1d", solver=name, steps=steps, value=c * steps**-p)
+                          for name, p, c in zip(names, orders, scales, strict=True) for steps in (16, 32, 64, 128)])
+    fits = pd.DataFrame(dict(solver=names, order=orders, low=orders - 0.05, high=orders + 0.05,
+                             claimed=np.round(orders)))
+    fits.loc[0, "claimed"] = fits.loc[0, "order"] + 1  # outside [low, high]
+    return table, fits
+
+
+def data_points(ax) -> np.ndarray:
+    """Display coordinates of every plotted point of every curve."""
+    return np.concatenate([ax.transData.transform(line.get_xydata()) for line in ax.get_lines()
+                           if not str(line.get_gid()).startswith("reference slope")])
+
+
+def covers(box, points, pad) -> bool:
+    return bool(((points[:, 0] > box.x0 - pad) & (points[:, 0] < box.x1 + pad)
+                 & (points[:, 1] > box.y0 - pad) & (points[:, 1] < box.y1 + pad)).any())
+
+
+def test_keyed_panels_keep_the_key_off_the_data():
+    """The key table of a busy panel lies outside its axes (so it covers no data point, line or label), in the
+    area reserved for it, its cells do not overlap, and it holds every fit and claim; the same panel with its legend
+    inside the axes (the old report panels) fails the check."""
+    table, fits = busy_panel()
+    parts = [table, table[table.solver.isin(fits.solver[:2])], table[table.solver == fits.solver[0]]]
+    fig, panels = figures.keyed_panels([part.solver.nunique() for part in parts])
+    for (ax, key), part in zip(panels, parts, strict=True):
+        figures.convergence(part, fits[fits.solver.isin(part.solver)], ax=ax, key=key)
+    with figures.style():  # as figures.save draws
+        fig.draw_without_rendering()
+    pad = figures.STYLE["lines.markersize"] * fig.dpi / 72  # a marker's size around each point
+    for (ax, key), part in zip(panels, parts, strict=True):
+        texts = [t.get_window_extent() for t in key.texts]
+        samples = [line.get_window_extent() for line in key.get_children() if isinstance(line, Line2D)]
+        plotted = [ax.get_window_extent(), ax.xaxis.label.get_window_extent(), ax.title.get_window_extent()]
+        assert not any(box.overlaps(area) for box in texts + samples for area in plotted)
+        assert not any(covers(box, data_points(ax), pad) for box in texts + samples)
+        assert not any(a.overlaps(b) for i, a in enumerate(texts) for b in texts[i + 1:])
+        area = key.get_window_extent()  # 1 px for rounding
+        assert all(area.y0 - 1 <= box.y0 and box.y1 <= area.y1 + 1 for box in texts)
+        shown = fits[fits.solver.isin(part.solver)]
+        n = len(shown)  # the texts go column by column: a header, then a cell per curve
+        columns = [[t.get_text() for t in key.texts[j * (n + 1):(j + 1) * (n + 1)]] for j in range(4)]
+        assert columns == [["solver", *shown.solver], ["p", *(f"{p:.2f}" for p in shown.order)],
+                           ["interval", *(f"[{a:.2f}, {b:.2f}]" for a, b in zip(shown.low, shown.high, strict=True))],
+                           ["claimed", *(f"{c:g}" for c in shown.claimed)]]
+        weights = [t.get_fontweight() for t in key.texts[n + 2:2 * n + 2]]
+        assert weights == ["bold" if not a <= c <= b else "normal"
+                           for a, b, c in zip(shown.low, shown.high, shown.claimed, strict=True)]
+    keys = [key.get_window_extent().height for _, key in panels]
+    assert keys[2] < 0.25 * keys[0]  # a one-curve panel alone in its row keeps a small key
+
+    inside = Figure(figsize=figures.ONE_COLUMN)
+    figures.convergence(table, fits, ax=inside.add_subplot())
+    with figures.style():
+        inside.draw_without_rendering()
+    assert covers(inside.axes[0].get_legend().get_window_extent(), data_points(inside.axes[0]), pad)
+
+
+def test_flat_curve_has_no_squeezed_slope_triangles():
+    flat = pd.DataFrame(dict(solver="restart", steps=[16, 32, 64, 128], value=[0.172, 0.1718, 0.1717, 0.1717]))
+    ax = figures.convergence(flat).axes[0]
+    assert not [line for line in ax.get_lines() if str(line.get_gid()).startswith("reference slope")]
+    assert {"p = 1", "p = 2"} <= {t.get_text() for t in figures.convergence(tidy()).axes[0].texts}
