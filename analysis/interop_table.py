@@ -18,9 +18,14 @@ Writes docs/interop.md and the tidy rows to analysis/results/interop.csv (append
   same references; DDIM and PNDM (integer-timestep tables) on 10..200 steps dividing 1000, IPNDM on its own grid
   (gauss-1d only, against the exact flow between the run's end levels). Schedulers that cast the sample to
   float32 in ``step`` get the floor 4 n 2^-24 relative.
-* **Agreement**: every row of :data:`sdetoolkit.interop.names.NAME_MAP` on both problems (12 steps; stochastic rows
-  with the same IIDNoise normals): the largest relative state difference, the row's tolerance, and the first
-  state above it.
+* **diffusers strong orders** (configurations that add noise in ``step``, gauss-1d): the scheduler's update rules
+  on nested uniform-lambda levels, 16..128 steps against 16 times finer, 1000 trajectories, every run fed the
+  normalised increments of one Brownian path in the model's time (the driver's noise convention). DDIM(eta) and
+  DDPM step through integer-timestep grids, which are not nested: the note gives our equivalent's strong order on
+  uniform-lambda grids, on which it agrees with them step for step.
+* **Agreement**: every row of :data:`sdetoolkit.interop.names.NAME_MAP` on both problems (12 steps; stochastic rows,
+  k-diffusion and diffusers, with the same IIDNoise normals): the largest relative state difference, the row's
+  tolerance, and the first state above it.
 
 Run: ``OMP_NUM_THREADS=1 python analysis/interop_table.py [--resume] [--markdown-only]`` (needs the ``interop`` and
 ``kdiffusion`` extras; see docs/interop.md for the k-diffusion install).
@@ -29,6 +34,7 @@ Run: ``OMP_NUM_THREADS=1 python analysis/interop_table.py [--resume] [--markdown
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import math
 import pathlib
@@ -39,8 +45,11 @@ import torch
 
 from sdetoolkit import get_problem, make_grid
 from sdetoolkit.interop import kdiffusion, names
+from sdetoolkit.interop.diffusers_driver import times_for_sigmas
+from sdetoolkit.noise import BrownianPath
 from sdetoolkit.studies import fit_order, ode_order, strong_order
 from sdetoolkit.studies.convergence import reference
+from sdetoolkit.studies.order import bootstrap_fit
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CSV = ROOT / "analysis" / "results" / "interop.csv"
@@ -55,6 +64,8 @@ FAST_K = [96, 128, 192, 256, 384, 512, 768]
 ADAPTIVE_RTOL = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]
 DIFFUSERS_STEPS = [16, 24, 32, 48, 64, 96, 128]
 TABLE_STEPS = [10, 20, 25, 40, 50, 100, 125, 200]
+TABLE_BASED = ("DDIMScheduler", "PNDMScheduler", "IPNDMScheduler", "DDPMScheduler")
+"""Schedulers that step through their own integer-timestep tables (no set_levels)."""
 COLUMNS = ["kind", "subject", "ours", "problem", "order", "low", "high", "local_slopes", "finest_error",
            "max_difference", "tolerance", "first_divergence", "divergence", "nfe", "note"]
 
@@ -137,7 +148,7 @@ def _convert(x: torch.Tensor, schedule_from, t_from: float, schedule_to, t_to: f
 def diffusers_order_row(diffusers, entry, config, problem_name: str) -> dict:
     problem = get_problem(problem_name)
     row = dict(kind="d-order", subject=str(config), ours=entry.label, problem=problem_name)
-    table_based = config.cls in ("DDIMScheduler", "PNDMScheduler", "IPNDMScheduler")
+    table_based = config.cls in TABLE_BASED
     if table_based and problem_name != "gauss-1d":
         return {**row, "note": "integer-timestep grids: gauss-1d only"}
     _, n_samples, floor = PROBLEMS[problem_name]
@@ -171,6 +182,38 @@ def diffusers_order_row(diffusers, entry, config, problem_name: str) -> dict:
     except ValueError as err:
         return {**row, "note": f"{note}; no fit: {err}"}
     return {**row, **fit_columns(fit, errors[-1]), "note": f"{note}, steps {steps[0]}..{steps[-1]}"}
+
+
+def diffusers_strong_row(diffusers, entry, config, problem_name: str) -> dict:
+    """Strong order of a scheduler that adds noise (see the module doc); 1000 trajectories, seed 0."""
+    problem = get_problem(problem_name)
+    row = dict(kind="d-strong", subject=str(config), ours=entry.label, problem=problem_name)
+    steps = f"{STRONG_STEPS[0]}..{STRONG_STEPS[-1]} steps"
+    if config.cls in TABLE_BASED:
+        fit = strong_order(entry.solver(), problem, STRONG_STEPS, levels=4, n_samples=1000).fit
+        return {**row, "note": f"integer-timestep grids, not nested; {entry.label} on uniform-lambda grids of "
+                               f"{steps}: strong {fit.order:.2f} [{fit.low:.2f}, {fit.high:.2f}]"}
+    n_ref = STRONG_STEPS[-1] * 16
+    levels = problem.schedule.sigma_over_alpha(make_grid("uniform-lambda", problem.schedule, n_ref, problem.t_min,
+                                                         problem.t_max))
+    schedule = names.schedule_for(entry, problem, config.cls)
+    path = BrownianPath(times_for_sigmas(schedule, levels).tolist(), seed=0)
+    prior = problem.prior().sample(1000, torch.Generator().manual_seed(0))
+    x_T = _convert(prior, problem.schedule, problem.t_max, schedule, names.problem_window(problem, schedule)[1])
+
+    # from its first level: with more steps than training steps its integer timesteps repeat, and the lookup of the
+    # first one would start at its second occurrence
+    config = dataclasses.replace(config, begin_index=0)
+
+    def final(n: int) -> torch.Tensor:
+        return names.run_diffusers(diffusers, entry, config, problem, n, levels=levels[::n_ref // n], x_T=x_T,
+                                   noise=path)[0].x
+
+    finest = final(n_ref)
+    squared = torch.stack([(final(n) - finest).square().sum(1) for n in STRONG_STEPS])
+    fit = bootstrap_fit([1.0 / n for n in STRONG_STEPS], squared.numpy(), seed=0)
+    return {**row, **fit_columns(fit, float(squared[-1].mean().sqrt())),
+            "note": f"uniform-lambda levels, {steps} against {n_ref}, one Brownian path"}
 
 
 # -- agreement -------------------------------------------------------------------------------------------------------
@@ -214,8 +257,12 @@ def jobs(diffusers):
                 yield (("d-agree", f"{config}|{entry.label}", problem_name),
                        lambda e=entry, c=config, p=problem_name: agreement_row(
                            "d-agree", str(c), e, names.check_diffusers(diffusers, e, c, get_problem(p))))
-                yield (("d-order", f"{config}|{entry.label}", problem_name),
-                       lambda e=entry, c=config, p=problem_name: diffusers_order_row(diffusers, e, c, p))
+                if not entry.solver().stochastic:
+                    yield (("d-order", f"{config}|{entry.label}", problem_name),
+                           lambda e=entry, c=config, p=problem_name: diffusers_order_row(diffusers, e, c, p))
+                elif problem_name == "gauss-1d":
+                    yield (("d-strong", f"{config}|{entry.label}", problem_name),
+                           lambda e=entry, c=config, p=problem_name: diffusers_strong_row(diffusers, e, c, p))
 
 
     for entry in names.NEAR_MISSES:
@@ -332,11 +379,16 @@ def _d_section(frame: pd.DataFrame, diffusers) -> list[str]:
              "levels of the problem (see the top of analysis/interop_table.py). DDIM, PNDM and IPNDM step through "
              "their own integer-timestep tables, uniform in t, whose last steps are long in lambda: there the fits "
              "are pre-asymptotic (ours on the same grids gives the same numbers, since they agree); the note gives "
-             "our equivalent's order on uniform-lambda grids.", "",
+             "our equivalent's order on uniform-lambda grids. Configurations that add noise in `step` are fed the "
+             "normals our solver draws for the same step (`IIDNoise`; as `variance_noise` where `step` takes it, "
+             "otherwise in place of the scheduler's `randn_tensor` draw); their order is the strong order on "
+             "gauss-1d (uniform-lambda levels, 16..128 steps against 2048, one Brownian path in the model's time, "
+             "1000 trajectories). `DPMSolverMultistepScheduler` rounds the sample and, in its `sde-*` algorithms, "
+             "the noise to float32 in `step` (tolerance 4 n 2^-24 per rounding).", "",
              "| scheduler (config) | our solver | agreement | order gauss-1d | order gmm-1d-bimodal |",
              "|---|---|---|---|---|"]
     agree = frame[frame.kind == "d-agree"]
-    orders = frame[frame.kind == "d-order"]
+    orders = frame[frame.kind.isin(["d-order", "d-strong"])]
     covered = set()
     for entry in names.NAME_MAP:
         for config in entry.diffusers:
@@ -348,7 +400,12 @@ def _d_section(frame: pd.DataFrame, diffusers) -> list[str]:
             cells = [_order(mine[mine.problem == p].iloc[0]) if len(mine[mine.problem == p]) else "" for p in PROBLEMS]
             agreement = _agreement(agree[(agree.subject == str(config)) & (agree.ours == entry.label)])
             notes = [mine[mine.problem == p].iloc[0].note for p in PROBLEMS if len(mine[mine.problem == p])]
-            if config.cls in ("DDIMScheduler", "PNDMScheduler", "IPNDMScheduler") and notes:
+            if entry.solver().stochastic:
+                strong = mine[mine.problem == "gauss-1d"]
+                cells = [("strong " + _order(strong.iloc[0]) if len(strong) else ""), "—"]
+                if config.cls in TABLE_BASED:
+                    cells[0] = notes[0] if notes else ""
+            elif config.cls in TABLE_BASED and notes:
                 cells = [f"{cells[0]} ({notes[0]})", "—"]
             lines.append(f"| `{config}` | `{entry.label}` | {agreement} | {cells[0]} | {cells[1]} |")
     others = sorted(n for n in dir(diffusers) if n.endswith("Scheduler") and not n.startswith("Flax")
@@ -356,7 +413,18 @@ def _d_section(frame: pd.DataFrame, diffusers) -> list[str]:
     lines += ["", "Not in the map (no equivalent of ours is checked here): flow-matching, consistency and distilled, "
               "inverse, discrete and model-specific schedulers, the diffusers ports of k-diffusion samplers that have "
               "no equivalent of ours (DPM++ SDE, ancestral DPM-2), and schedulers not examined: "
-              + ", ".join(f"`{n}`" for n in others) + "."]
+              + ", ".join(f"`{n}`" for n in others) + ".",
+              "", "Stochastic schedulers that do not agree (tests/test_diffusers_stochastic.py, strict xfails):", "",
+              "* `EulerDiscreteScheduler` and `EDMEulerScheduler` with `s_churn > 0` against `edm-stochastic-euler` "
+              "(same `S_churn`, `S_tmin`, `S_tmax`, `S_noise`, same normals): Karras et al. 2022, Alg. 2, line 7, "
+              "evaluates the denoiser at the churned point (x^, sigma^) (NVlabs/edm `edm_sampler`: "
+              "`net(x_hat, t_hat)`), and so does ours; diffusers adds the churn inside `step`, after the model was "
+              "called at (x, sigma), and reuses that output at (x^, sigma^) (Euler: x0 = x^ - sigma^ eps(x, sigma); "
+              "EDM Euler: D = c_skip(sigma^) x^ + c_out(sigma^) F(x, sigma)). With `S_churn = 4` on 12 steps the "
+              "first churned step differs: 0.62 relative for Euler (gauss-1d), 1.6e-4 for EDM Euler "
+              "(gmm-1d-bimodal).",
+              "* `EDMDPMSolverMultistepScheduler(solver_order=3, algorithm_type='sde-dpmsolver++')` raises "
+              "`UnboundLocalError` at its first third-order step (its third-order update has no SDE branch)."]
     return lines
 
 
@@ -419,7 +487,9 @@ What the tables below found:
 * `sample_dpm_fast` with NFE = 3k ends with a first-order step and is second order in NFE; with NFE = 3k + 2 its
   last step is second order and it is third order. (ComfyUI passes the number of steps as NFE.)
 * diffusers: every configuration that can be driven agrees with our solver to 1e-12 (float64 throughout) or to
-  its float32 `step` (4 n 2^-24).
+  its float32 `step` (4 n 2^-24 per float32 rounding), the stochastic ones (DDIM with `eta`, DDPM, Euler ancestral,
+  SDE-DPM-Solver(++) 1/2M/3M) on the same normals. diffusers' churn (`s_churn` of the Euler schedulers) is not
+  EDM's: it reuses the model output of the point before the churn (below).
 """
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from sdetoolkit import get_problem
 from sdetoolkit.interop import names
+from sdetoolkit.interop.diffusers_driver import draws_noise
 
 DIFFUSERS_ROWS = [(entry, config) for entry in names.NAME_MAP for config in entry.diffusers]
 
@@ -23,13 +24,22 @@ def config_id(pair) -> str:
 
 @pytest.mark.parametrize("entry", names.NAME_MAP, ids=lambda entry: entry.label)
 def test_row_names_a_registered_solver_and_a_counterpart(entry):
-    solver = entry.solver()
+    entry.solver()
     assert entry.kdiffusion or entry.diffusers, f"{entry.label}: a row needs a k-diffusion or diffusers counterpart"
     assert all(name == name.lower() and " " not in name for name in entry.comfyui)
     assert entry.comfyui == () or entry.kdiffusion is not None, "ComfyUI names are verified through k-diffusion"
-    for config in entry.diffusers:
-        if solver.stochastic:
-            assert config.unverified, f"{config}: a stochastic pair cannot be run by the deterministic driver"
+
+
+@pytest.mark.parametrize("pair", DIFFUSERS_ROWS, ids=[config_id(pair) for pair in DIFFUSERS_ROWS])
+def test_stochastic_solvers_pair_with_schedulers_that_add_noise(pair):
+    """A row pairs a stochastic solver of ours with a scheduler configuration that adds noise in ``step`` (fed our
+    normals by the driver), and a deterministic one with one that does not."""
+    diffusers = pytest.importorskip("diffusers")
+    entry, config = pair
+    if config.unverified:
+        pytest.skip(f"{config}: {config.unverified}")
+    scheduler = names.make_scheduler(diffusers, entry, config, get_problem("gauss-1d"), 12)
+    assert draws_noise(scheduler, config.step_options) == entry.solver().stochastic
 
 
 def test_row_conditions_are_checked():

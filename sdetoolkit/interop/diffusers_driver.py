@@ -27,6 +27,19 @@ its result can be compared entry by entry with :func:`sdetoolkit.solvers.sample`
   the float32 rounding of the tables is shared by both sides. What remains is what a scheduler does in float32
   inside ``step`` (``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler`` and ``EDMEulerScheduler`` cast the
   sample to float32 there). ``dtype=None`` leaves the tables as shipped.
+* **Noise.** A stochastic scheduler gets, for its step from level k to level k + 1, the standard normal
+  ``noise.normal(t_k, t_{k+1}, x)`` of an sdetoolkit noise source over the model times of the step: with
+  :class:`~sdetoolkit.noise.IIDNoise` this is the normal our solvers draw for that step (their closed-form noise,
+  or their kernel integral :math:`\int K\,\mathrm{d}\bar W = \sqrt{\int K^2}` times that normal, is that normal
+  times the step's standard deviation), so both runs see the same noise. Each scheduler here multiplies one standard
+  normal per step by its closed-form standard deviation. ``DDIMScheduler`` (``eta > 0``) and
+  ``DPMSolverMultistepScheduler`` (``sde-dpmsolver++``, ``sde-dpmsolver``) take it as ``variance_noise``. The others
+  (``DDPMScheduler``, ``EulerAncestralDiscreteScheduler``, ``EDMDPMSolverMultistepScheduler`` with
+  ``sde-dpmsolver++``, ``EulerDiscreteScheduler`` and ``EDMEulerScheduler`` with ``s_churn > 0``) take only a
+  ``torch.Generator``, whose stream cannot reproduce another source's normals; for them the name ``randn_tensor`` in
+  the scheduler's module, through which ``step`` draws, is bound during ``step`` to a function that returns the
+  step's normal (the original is restored after the step, and a second draw in one step, or one of another shape,
+  raises).
 
 diffusers itself is never imported here: the caller builds the scheduler. Supported classes are listed in
 :data:`SUPPORTED`; others raise, because each one's conventions must be read from its source before it can be
@@ -35,8 +48,12 @@ compared.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import itertools
 import math
+import sys
 from dataclasses import dataclass
 
 import sympy as sp
@@ -46,14 +63,14 @@ from ..models import AnalyticModel
 from ..schedules import NoiseSchedule, T
 
 SIGMA_VE = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler", "EDMEulerScheduler",
-            "EDMDPMSolverMultistepScheduler")
+            "EDMDPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler")
 """Variance-exploding state, ``sigmas`` table: sample = x0 + sigma * eps."""
 
 SIGMA_VP = ("DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "UniPCMultistepScheduler",
             "DEISMultistepScheduler")
 """Variance-preserving state, ``sigmas`` table: alpha = 1/sqrt(1 + sigma^2) (``_sigma_to_alpha_sigma_t``)."""
 
-TABLE_VP = ("DDIMScheduler", "PNDMScheduler")
+TABLE_VP = ("DDIMScheduler", "PNDMScheduler", "DDPMScheduler")
 """Variance-preserving state read off ``alphas_cumprod`` at the integer timestep."""
 
 SUPPORTED = SIGMA_VE + SIGMA_VP + TABLE_VP + ("IPNDMScheduler",)
@@ -172,7 +189,10 @@ def _ipndm_level(scheduler, index: int) -> Level:
 
 
 def _alpha_bar(scheduler, timestep: int) -> float:
-    return float(scheduler.alphas_cumprod[timestep] if timestep >= 0 else scheduler.final_alpha_cumprod)
+    """alphas_cumprod at ``timestep``; below 0 the final value (DDPM's is ``one``)."""
+    if timestep >= 0:
+        return float(scheduler.alphas_cumprod[timestep])
+    return float(scheduler.one if type(scheduler).__name__ == "DDPMScheduler" else scheduler.final_alpha_cumprod)
 
 
 def _call_level(scheduler, kind: str, timestep) -> Level:
@@ -184,7 +204,10 @@ def _call_level(scheduler, kind: str, timestep) -> Level:
 
 
 def _table_grid(scheduler) -> list[int]:
-    """The timesteps DDIM / PNDM move the state through, ending with the last target (negative: the final alpha)."""
+    """The timesteps DDIM / PNDM / DDPM move the state through, ending with the last target (negative: the final
+    alpha)."""
+    if type(scheduler).__name__ == "DDPMScheduler":  # previous_timestep: the next of its timesteps, then -1
+        return [*(int(t) for t in scheduler.timesteps), -1]
     ratio = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     if type(scheduler).__name__ == "DDIMScheduler":
         steps = [int(t) for t in scheduler.timesteps]
@@ -259,14 +282,69 @@ def _model_output(scheduler, kind: str, prediction, sample: torch.Tensor, level:
     raise ValueError(f"scheduler: prediction_type {prediction_type!r} is not supported")
 
 
-def run_diffusers_scheduler(scheduler, model: AnalyticModel, x_T: torch.Tensor, *,
-                            dtype: torch.dtype | None = torch.float64) -> DiffusersRun:
+def draws_noise(scheduler, step_options=None) -> bool:
+    """Whether ``scheduler.step(..., **step_options)`` adds noise: DDIM with ``eta > 0``, the ``sde-*`` algorithms
+    of the DPM-Solver multistep schedulers, Euler / EDM Euler with ``s_churn > 0``, DDPM and Euler ancestral."""
+    name, options = type(scheduler).__name__, dict(step_options or {})
+    if name == "DDIMScheduler":
+        return options.get("eta", 0.0) > 0
+    if name in ("DPMSolverMultistepScheduler", "EDMDPMSolverMultistepScheduler"):
+        return scheduler.config.algorithm_type.startswith("sde-")
+    if name in ("EulerDiscreteScheduler", "EDMEulerScheduler"):
+        return options.get("s_churn", 0.0) > 0
+    return name in ("DDPMScheduler", "EulerAncestralDiscreteScheduler")
+
+
+@contextlib.contextmanager
+def _drawing(scheduler, normal):
+    """``randn_tensor`` of the scheduler's module bound, inside the block, to one that returns ``normal()`` (once)."""
+    module = sys.modules[type(scheduler).__module__]
+    original, draws = module.randn_tensor, []
+
+    def draw(shape, generator=None, device=None, dtype=None, layout=None):
+        z = None if draws else normal()
+        if z is None or tuple(shape) != tuple(z.shape):
+            raise RuntimeError(f"{type(scheduler).__name__}: step drew noise of shape {tuple(shape)}"
+                               f"{' a second time' if draws else ''}; the driver feeds one normal shaped like the "
+                               f"state per step")
+        draws.append(shape)
+        return z.to(device=device, dtype=dtype)
+
+    module.randn_tensor = draw
+    try:
+        yield
+    finally:
+        module.randn_tensor = original
+
+
+def _step(scheduler, output, timestep, x, options: dict, normal):
+    """``scheduler.step`` with the step's normal (``normal()``) as its noise, where it adds noise."""
+    if normal is None:
+        return scheduler.step(output, timestep, x, **options).prev_sample
+    if "variance_noise" in inspect.signature(scheduler.step).parameters:
+        return scheduler.step(output, timestep, x, variance_noise=normal(), **options).prev_sample
+    with _drawing(scheduler, normal):
+        return scheduler.step(output, timestep, x, **options).prev_sample
+
+
+def run_diffusers_scheduler(scheduler, model: AnalyticModel, x_T: torch.Tensor, noise=None, *,
+                            dtype: torch.dtype | None = torch.float64, step_options=None) -> DiffusersRun:
     """Run ``scheduler`` (after its ``set_timesteps``, from its ``begin_index``) with ``model`` from ``x_T``.
 
     ``x_T`` is in the model's convention at the scheduler's first noise level (time ``times[0]`` of the result);
     so are the returned states. ``dtype`` casts the scheduler's float tables and ``x_T`` (None: leave both).
+    ``step_options`` are passed to every ``step`` (DDIM's ``eta``, Euler's ``s_churn``, ...). ``noise``: an
+    sdetoolkit noise source, required when the scheduler adds noise (:func:`draws_noise`); it is reset first, and the
+    step from level k to k + 1 gets its normal over (times[k], times[k + 1]) (see the module doc).
     """
     kind = _kind(scheduler)
+    options = dict(step_options or {})
+    stochastic = draws_noise(scheduler, options)
+    if stochastic and noise is None:
+        raise ValueError(f"noise: {type(scheduler).__name__} with {options or 'its defaults'} adds noise in step and "
+                         f"needs an sdetoolkit noise source (it would otherwise draw its own)")
+    if stochastic:
+        noise.reset()
     if dtype is not None:
         _upcast(scheduler, dtype)
         x_T = x_T.to(dtype)
@@ -287,7 +365,8 @@ def run_diffusers_scheduler(scheduler, model: AnalyticModel, x_T: torch.Tensor, 
         level = _call_level(scheduler, kind, timestep)
         t = times_for_sigmas(schedule, [level.sigma], time_is_sigma=time_is_sigma)[0]
         prediction = model(x * (alpha(t) / level.scale), float(t))
-        x = scheduler.step(_model_output(scheduler, kind, prediction, x, level), timestep, x).prev_sample
+        normal = functools.partial(noise.normal, float(times[done]), float(times[done + 1]), x) if stochastic else None
+        x = _step(scheduler, _model_output(scheduler, kind, prediction, x, level), timestep, x, options, normal)
         call_sigmas.append(level.sigma)
         if kind == "sigma-vp" and type(scheduler).__name__ == "UniPCMultistepScheduler" and k >= 1:
             # UniPC returns the predictor's x and corrects it inside the next call (UniC, with the model output at

@@ -4,8 +4,9 @@ which sdetoolkit solver with which parameters.
 Every row of :data:`NAME_MAP` is a claim of numerical identity, checked by :func:`check_kdiffusion` and
 :func:`check_diffusers` (run by ``tests/test_kdiffusion_crosscheck.py`` and reported in ``docs/interop.md``):
 both sides run on the same grid from the same x_T, with the same normals where the sampler is stochastic
-(:class:`~sdetoolkit.noise.IIDNoise`, see :mod:`.kdiffusion`), and every state along the way agrees to the row's
-tolerance. A diffusers configuration that cannot be run here carries the reason (``DiffusersConfig.unverified``).
+(:class:`~sdetoolkit.noise.IIDNoise`, see :mod:`.kdiffusion` and :mod:`.diffusers_driver`), and every state along
+the way agrees to the row's tolerance. A diffusers configuration that cannot be run here carries the reason
+(``DiffusersConfig.unverified``).
 
 Conditions a row can carry (``Equivalent.schedule``):
 
@@ -39,7 +40,7 @@ from ..noise import IIDNoise
 from ..schedules import LAMBDA, NoiseSchedule, T, get_schedule
 from ..solvers import get_solver, sample
 from . import kdiffusion
-from .diffusers_driver import DiffusersRun, run_diffusers_scheduler, times_for_sigmas, vp_trained_betas
+from .diffusers_driver import DiffusersRun, draws_noise, run_diffusers_scheduler, times_for_sigmas, vp_trained_betas
 
 EXACT = 1e-12
 """Agreement of two float64 implementations of one method: about 1e4 ulps, margin for the accumulation."""
@@ -56,10 +57,11 @@ EDM_SIGMA_MAX = 1000.0
 sigma~ = 152; this is only the schedule's domain, the scheduler keeps its own levels)."""
 
 
-def float32_step(steps: int) -> float:
-    """Tolerance for a scheduler that casts the sample to float32 inside ``step`` (one rounding per step, carried
-    along by the flow): 4 n 2^-24."""
-    return 4 * steps * F32
+def float32_step(steps: int, roundings: int = 1) -> float:
+    """Tolerance for a scheduler that rounds to float32 inside ``step`` (``roundings`` per step: the sample, and in
+    the ``sde-*`` algorithms of ``DPMSolverMultistepScheduler`` also the noise; carried along by the flow):
+    4 roundings n 2^-24."""
+    return 4 * roundings * steps * F32
 
 
 @dataclass(frozen=True)
@@ -69,25 +71,29 @@ class DiffusersConfig:
     ``stride``: our grid is every ``stride``-th state of the scheduler (singlestep methods, whose inner levels are
     our stage points). ``begin_index``: start there (IPNDM's first level has sigma~ = inf). ``exact_table``: install
     the float64 alpha(t_n)^2 table (PNDM's pseudo-RK4 midpoints then sit exactly at our midpoints). ``float32``:
-    the scheduler casts the sample to float32 in ``step`` (:func:`float32_step`). ``steps``: the number of steps
+    how many tensors the scheduler rounds to float32 in each ``step`` (:func:`float32_step`; 0: none, the sample: 1,
+    the sample and the noise: 2). ``steps``: the number of steps
     the check must use (None: any). ``unverified``: why this configuration is not run here (None when it is).
+    ``step_options``: keyword arguments of every ``step`` call (DDIM's ``eta``).
     """
 
     cls: str
     config: Mapping = field(default_factory=dict)
+    step_options: Mapping = field(default_factory=dict)
     stride: int = 1
     begin_index: int | None = None
     exact_table: bool = False
-    float32: bool = False
+    float32: int = 0
     steps: int | None = None
     unverified: str | None = None
 
     def tolerance(self, steps: int) -> float:
-        return float32_step(steps) if self.float32 else EXACT
+        return float32_step(steps, self.float32) if self.float32 else EXACT
 
     def __str__(self) -> str:
         config = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
-        return f"{self.cls}({config})"
+        options = ", ".join(f"{key}={value!r}" for key, value in self.step_options.items())
+        return f"{self.cls}({config})" + (f".step({options})" if options else "")
 
 
 @dataclass(frozen=True)
@@ -128,13 +134,15 @@ class Equivalent:
         return f"sample_{self.kdiffusion}({options})"
 
 
-_F32 = dict(float32=True)
+_F32 = dict(float32=1)
+_F32_NOISE = dict(float32=2)
+_DDIM = dict(clip_sample=False, set_alpha_to_one=True)
 _VP = dict(timestep_spacing="linspace")
 _SINGLESTEP = ("its levels are float32 table values, so its inner (stage) levels are not the exact log-sigma "
                "midpoints ours use, and with final_sigmas_type='sigma_min' it appends a step of zero length; "
                "tests/test_diffusers_crosscheck.py compares it on float64 levels rebuilt by its own formula")
-_STOCHASTIC = ("stochastic: diffusers draws its noise from a torch generator inside step, and the driver runs "
-               "deterministic schedulers only")
+_EDM_SDE_3M = ("diffusers 0.42.1: EDMDPMSolverMultistepScheduler's third-order update has no 'sde-dpmsolver++' "
+               "branch (UnboundLocalError at the first third-order step)")
 
 NAME_MAP: tuple[Equivalent, ...] = (
     Equivalent("edm-euler", kdiffusion="euler", comfyui=("euler",),
@@ -142,7 +150,7 @@ NAME_MAP: tuple[Equivalent, ...] = (
                           DiffusersConfig("EDMEulerScheduler", **_F32)),
                note="Euler in sigma~ on x/alpha; the same map as DDIM (next row)"),
     Equivalent("ddim", kdiffusion="euler", comfyui=("ddim",),
-               diffusers=(DiffusersConfig("DDIMScheduler", dict(clip_sample=False, set_alpha_to_one=True)),
+               diffusers=(DiffusersConfig("DDIMScheduler", _DDIM),
                           DiffusersConfig("DPMSolverMultistepScheduler", dict(
                               solver_order=1, algorithm_type="dpmsolver", final_sigmas_type="sigma_min", **_VP),
                               **_F32)),
@@ -150,10 +158,13 @@ NAME_MAP: tuple[Equivalent, ...] = (
     Equivalent("edm-euler", kdiffusion="euler_ancestral", k_options=dict(eta=0.0), comfyui=("euler_ancestral",),
                note="eta = 0 removes the ancestral noise"),
     Equivalent("ddim-eta", kdiffusion="euler_ancestral", comfyui=("euler_ancestral",),
-               diffusers=(DiffusersConfig("EulerAncestralDiscreteScheduler", unverified=_STOCHASTIC),),
-               note="sigma_down/sigma_up of the ancestral step are DDIM(eta)'s variance split, for eta <= 1"),
+               diffusers=(DiffusersConfig("EulerAncestralDiscreteScheduler", **_F32),
+                          DiffusersConfig("DDIMScheduler", _DDIM, dict(eta=1.0)),
+                          DiffusersConfig("DDPMScheduler", dict(clip_sample=False))),
+               note="sigma_down/sigma_up of the ancestral step are DDIM(eta)'s variance split, for eta <= 1; at "
+                    "eta = 1 DDIM is DDPM's posterior step (beta tilde) and SDE-DPM-Solver++1"),
     Equivalent("ddim-eta", dict(eta=0.5), kdiffusion="euler_ancestral", k_options=dict(eta=0.5),
-               comfyui=("euler_ancestral",)),
+               comfyui=("euler_ancestral",), diffusers=(DiffusersConfig("DDIMScheduler", _DDIM, dict(eta=0.5)),)),
     Equivalent("edm-heun", kdiffusion="heun", comfyui=("heun",), diffusers=(DiffusersConfig("HeunDiscreteScheduler"),),
                note="a final step to sigma = 0 is a Euler step in all three"),
     Equivalent("dpm-solver-2", kdiffusion="dpm_2", comfyui=("dpm_2",),
@@ -197,9 +208,21 @@ NAME_MAP: tuple[Equivalent, ...] = (
     Equivalent("dpmpp-2m-sde-heun", kdiffusion="dpmpp_2m_sde", k_options=dict(solver_type="heun"),
                comfyui=("dpmpp_2m_sde_heun",)),
     Equivalent("dpmpp-3m-sde", kdiffusion="dpmpp_3m_sde", comfyui=("dpmpp_3m_sde",)),
-    Equivalent("sde-dpmpp-2m",
-               diffusers=(DiffusersConfig("DPMSolverMultistepScheduler", dict(algorithm_type="sde-dpmsolver++"),
-                                          unverified=_STOCHASTIC),)),
+    *(Equivalent(name, diffusers=(
+        DiffusersConfig("DPMSolverMultistepScheduler", dict(algorithm_type="sde-dpmsolver++", **config), **_F32_NOISE),
+        DiffusersConfig("EDMDPMSolverMultistepScheduler", dict(algorithm_type="sde-dpmsolver++", **config),
+                        unverified=_EDM_SDE_3M if name == "sde-dpmpp-3m" else None)),
+                 note=note)
+      for name, config, note in (
+          ("sde-dpmpp-1", dict(solver_order=1), ""),
+          ("sde-dpmpp-2m", {}, "diffusers lowers the final steps' order below 15 steps"),
+          ("sde-dpmpp-2m-heun", dict(solver_type="heun"), ""),
+          ("sde-dpmpp-3m", dict(solver_order=3), "diffusers' D2 weight -phi_3 - 1 (docs/findings.md)"))),
+    *(Equivalent(name, diffusers=(DiffusersConfig("DPMSolverMultistepScheduler", dict(
+        algorithm_type="sde-dpmsolver", final_sigmas_type="sigma_min", **_VP, **config), **_F32_NOISE),),
+                 note="noise prediction; diffusers refuses final_sigmas_type='zero' for it")
+      for name, config in (("sde-dpm-solver-1", dict(solver_order=1)), ("sde-dpm-solver-2m", {}),
+                           ("sde-dpm-solver-2m-heun", dict(solver_type="heun")))),
     Equivalent("dpm-solver-3", kdiffusion="dpm_fast", comfyui=("dpm_fast",),
                note="steps uniform in log sigma~, third order, the last ones of order 2 and 1 "
                     "(kdiffusion.dpm_fast_orders); ours runs each step with dpm-solver-<order>"),
@@ -228,7 +251,10 @@ NAME_MAP: tuple[Equivalent, ...] = (
                     "an integer (checked with 10 steps)"),
     Equivalent("ipndm", diffusers=(DiffusersConfig("IPNDMScheduler", begin_index=1),),
                note="from its second level (its first has sigma~ = inf)"),
-    Equivalent("ddpm", diffusers=(DiffusersConfig("DDPMScheduler", dict(clip_sample=False), unverified=_STOCHASTIC),)),
+    Equivalent("ddpm", diffusers=(DiffusersConfig("DDPMScheduler", dict(clip_sample=False)),),
+               note="variance_type='fixed_small' (beta tilde)"),
+    Equivalent("ddpm-large", diffusers=(DiffusersConfig("DDPMScheduler", dict(clip_sample=False,
+                                                                             variance_type="fixed_large")),)),
 )
 
 
@@ -385,11 +411,12 @@ def _first_sigma(scheduler) -> float:
 
 
 def run_diffusers(diffusers_module, entry: Equivalent, config: DiffusersConfig, problem, steps: int, *,
-                  n_samples: int = 16, seed: int = 0, levels=None,
-                  x_T: torch.Tensor | None = None) -> tuple[DiffusersRun, AnalyticModel, torch.Tensor]:
+                  n_samples: int = 16, seed: int = 0, levels=None, x_T: torch.Tensor | None = None,
+                  noise=None) -> tuple[DiffusersRun, AnalyticModel, torch.Tensor]:
     """The scheduler run (its tables upcast to float64) from ``x_T`` (default: exact samples at its first level, in
-    the convention of the schedule it runs on, :func:`schedule_for`); ``levels``: see :func:`set_levels`. Returns
-    the run, a fresh model on that schedule, and x_T."""
+    the convention of the schedule it runs on, :func:`schedule_for`); ``levels``: see :func:`set_levels`. A
+    scheduler that adds noise gets the normals of ``noise`` (default: ``IIDNoise(seed)``, the normals our
+    stochastic solver draws in :func:`check_diffusers`). Returns the run, a fresh model on that schedule, and x_T."""
     scheduler = make_scheduler(diffusers_module, entry, config, problem, steps)
     if levels is not None:
         set_levels(scheduler, levels)
@@ -397,7 +424,10 @@ def run_diffusers(diffusers_module, entry: Equivalent, config: DiffusersConfig, 
     if x_T is None:
         t_T = float(times_for_sigmas(schedule, [_first_sigma(scheduler)])[0])
         x_T = _exact_prior(problem, schedule, t_T, n_samples, seed)
-    run = run_diffusers_scheduler(scheduler, AnalyticModel(problem.distribution, schedule), x_T)
+    if noise is None and draws_noise(scheduler, config.step_options):
+        noise = IIDNoise(seed)
+    run = run_diffusers_scheduler(scheduler, AnalyticModel(problem.distribution, schedule), x_T, noise,
+                                  step_options=config.step_options)
     return run, AnalyticModel(problem.distribution, schedule), x_T
 
 
