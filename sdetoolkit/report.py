@@ -10,11 +10,22 @@ Four studies, each a resumable sweep (:mod:`sdetoolkit.studies.study`):
   16 times finer run, 200 trajectories.
 
 Registry aliases (two names, one configuration) are measured once. Each fitted order is compared with the solver's
-claim of that kind and with the findings recorded in :mod:`sdetoolkit.findings` (a recorded finding must be
-reproduced: its order inside the interval). The status says which: ``agrees``, ``finding reproduced``, ``finding NOT
-reproduced``, ``faster than claimed``, ``no claim``, or ``MISMATCH`` (a claim outside the interval with no recorded
-explanation). Written: ``rows.csv`` per study, ``orders.csv``, ``report.md``, ``report.tex`` and one convergence
-figure per study (PDF and PNG).
+claim of that kind and with the findings recorded in :mod:`sdetoolkit.findings`. The status says which:
+
+* ``agrees``: the claim is inside the interval and the interval rules out the claim ± 0.5;
+* ``inconclusive``: the claim is inside, but so is a neighbour at ± 0.5 (a wide interval, or local
+  slopes that drift: the window has not reached the asymptotic rate);
+* ``finding reproduced``: a recorded finding's order (its window value where it has one) is inside, and its
+  neighbours at ± 0.5 and the claim are not; ``finding inconclusive``: inside, but so is one of those;
+  ``finding NOT reproduced``: outside (a stale finding is flagged, not hidden);
+* ``faster than claimed``; ``no claim``; ``MISMATCH``: a claim above the interval with no recorded explanation.
+
+A row left inconclusive, or missing its finding, is measured again on doublings of the study's finest step
+count (four for ``ode-gauss-1d``, two for the others), fitted on the last three doublings (the ``steps`` column
+shows the window fitted), and judged on that fit, against a finding's asymptotic order.
+
+Written: ``rows.csv`` per study, ``orders.csv``, ``report.md``, ``report.tex`` and one convergence figure per study
+(PDF and PNG).
 """
 
 from __future__ import annotations
@@ -22,14 +33,14 @@ from __future__ import annotations
 import pathlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
 from .findings import findings_for
 from .solvers import get_solver
 from .studies.cells import fit_orders
-from .studies.study import Study, aliases
+from .studies.study import COUPLED_KINDS, Study, aliases
 from .studies.sweep import LocalExecutor
 
 STUDIES = (
@@ -45,9 +56,13 @@ STUDIES = (
 VERDICT_METRIC = {"ode": "rms", "weak-exact": "w2_marginal", "weak-mc": "weak_error", "strong": "strong"}
 KIND_LABEL = {"ode": "global (ODE)", "weak-exact": "weak (exact W2)", "weak-mc": "weak (Monte Carlo)",
               "strong": "strong"}
+RESOLUTION = 0.5  # orders this far apart must be told apart (strong orders come in halves)
 CLAIM_KIND = {"ode": "global", "weak-exact": "weak", "weak-mc": "weak", "strong": "strong"}
-COLUMNS = ["solver", "problem", "kind", "claimed", "order", "low", "high", "local_slopes", "dropped", "finest_error",
-           "status"]
+COLUMNS = ["solver", "problem", "kind", "steps", "claimed", "order", "low", "high", "local_slopes", "dropped",
+           "finest_error", "status"]
+REFINEMENTS = {"ode-gauss-1d": 4}
+"""Doublings of a study's finest step count measured where its window leaves a row inconclusive (2 where not
+listed: the mixture's reference and the strong study's 16-times-finer runs make more costly)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,10 @@ def claimed_order(solver, kind: str) -> float | None:
 
 
 def verdict(row: dict) -> str:
-    """The status of one fitted order against the claim and the recorded findings (see the module docstring)."""
+    """The status of one fitted order against the claim and the recorded findings (see the module docstring).
+
+    A row whose window was refined (``row["refined"]``) is held to a finding's asymptotic order, not to the value
+    it recorded for the standard window."""
     if row.get("note"):
         return f"not fitted: {row['note']}"
     kind = CLAIM_KIND[row["study"]]
@@ -78,21 +96,38 @@ def verdict(row: dict) -> str:
     recorded = [f for name in names for f in findings_for(name) if f.problem == row["problem"] and f.kind == kind]
     low, high, claimed = row["low"], row["high"], row["claimed"]
     if recorded:
-        expected = recorded[0].window if recorded[0].window is not None else recorded[0].measured
-        reproduced = low <= expected <= high
-        window = "" if recorded[0].window is None else f" (in this window {recorded[0].window:g})"
-        return (f"finding {'reproduced' if reproduced else 'NOT reproduced'}: measured {recorded[0].measured:g}"
-                + window + ("" if claimed is None else f", claimed {claimed:g}"))
+        refined = bool(row.get("refined"))
+        window = recorded[0].window if not refined else None
+        expected = recorded[0].measured if window is None else window
+        window = "" if window is None else f" (in this window {window:g})"
+        said = f"measured {recorded[0].measured:g}" + window + ("" if claimed is None else f", claimed {claimed:g}")
+        if not low <= expected <= high:
+            return f"finding NOT reproduced: {said}"
+        rivals = _rivals(low, high, expected) + ([] if claimed is None or claimed == expected
+                                                 or not low <= claimed <= high else [claimed])
+        if rivals:
+            return f"finding inconclusive: {said}; the interval also holds {_listed(rivals)}"
+        return f"finding reproduced: {said}"
     if claimed is None:
         return "no claim"
     if low <= claimed <= high:
-        return "agrees"
+        rivals = _rivals(low, high, claimed)
+        return f"inconclusive: the interval also holds {_listed(rivals)}" if rivals else "agrees"
     if low > claimed:
         return "faster than claimed"
     return "MISMATCH: claim outside the interval, no recorded finding"
 
 
-def order_table(rows: pd.DataFrame) -> pd.DataFrame:
+def _rivals(low: float, high: float, order: float) -> list:
+    """The orders RESOLUTION away from ``order`` that the interval [low, high] cannot rule out."""
+    return [p for p in (order - RESOLUTION, order + RESOLUTION) if low <= p <= high]
+
+
+def _listed(orders: list) -> str:
+    return " and ".join(f"{p:g}" for p in orders)
+
+
+def order_table(rows: pd.DataFrame, *, refined: bool = False) -> pd.DataFrame:
     """The declared-vs-measured table of one study's rows: the verdict metric's fit per solver and problem."""
     fits = fit_orders(rows)
     fits = fits[fits.metric == fits.study.map(VERDICT_METRIC)]
@@ -100,24 +135,58 @@ def order_table(rows: pd.DataFrame) -> pd.DataFrame:
     for _, fit in fits.iterrows():
         row = fit.to_dict()
         row["claimed"] = claimed_order(get_solver(row["solver"]), CLAIM_KIND[row["study"]])
+        row["refined"] = refined
         row["status"] = verdict(row)
         row["kind"] = KIND_LABEL[row["study"]]
+        part = rows[(rows.solver == row["solver"]) & (rows.problem == row["problem"])]
+        row["steps"] = f"{part.steps.min():g}..{part.steps.max():g}"
         out.append(row)
     return pd.DataFrame(out).reindex(columns=COLUMNS)
 
 
+def refinement(study: Study, orders: pd.DataFrame) -> Study | None:
+    """The follow-up study for the rows of ``study`` that its window leaves inconclusive, or where it misses a
+    recorded finding (whose rate may set in later): the same solvers and options on ``REFINEMENTS`` doublings of
+    the finest step count (every step count for a coupled study, whose cell holds them all); None when every row
+    is settled.
+
+    The refined fit uses the fine end of the window, the last three doublings (step counts from an eighth of the
+    finest on): a drifting rate is fitted where it has (nearly) settled, not averaged with its pre-asymptotic
+    slopes. A coupled study's fit is its refined cell's own (the whole window, coupled errors)."""
+    unsettled = orders[orders.status.str.contains("inconclusive|NOT reproduced")]
+    if not len(unsettled):
+        return None
+    extra = tuple(max(study.steps) * 2**j for j in range(1, REFINEMENTS.get(study.name, 2) + 1))
+    steps = tuple(study.steps) + extra if study.kind in COUPLED_KINDS else extra
+    return replace(study, name=f"{study.name}-refined", solvers=tuple(sorted(set(unsettled.solver))), steps=steps)
+
+
 def run_report(out="report", *, studies=STUDIES, workers: int = 1, resume: bool = True,
                progress: bool = True) -> Report:
-    """Run (or resume) every study into ``out`` and build the order table."""
+    """Run (or resume) every study into ``out``, refine the rows its window leaves inconclusive (see
+    :func:`refinement`), and build the order table. ``Report.rows`` holds each study's rows with the refined
+    ones merged in (a coupled study's refined cell replaces the standard one)."""
     out = pathlib.Path(out)
     rows, seconds, tables = {}, {}, []
     for study in studies:
         start = time.perf_counter()
-        rows[study.name] = study.run(out / study.name, executor=LocalExecutor(workers), resume=resume,
-                                     progress=progress)
-        seconds[study.name] = time.perf_counter() - start
-        if len(rows[study.name]):
-            tables.append(order_table(rows[study.name]))
+        table = study.run(out / study.name, executor=LocalExecutor(workers), resume=resume, progress=progress)
+        orders = order_table(table) if len(table) else pd.DataFrame(columns=COLUMNS)
+        follow_up = refinement(study, orders)
+        if follow_up is not None:
+            extra = follow_up.run(out / follow_up.name, executor=LocalExecutor(workers), resume=resume,
+                                  progress=progress)
+            names = {name for name, _ in follow_up.solvers}
+            if study.kind in COUPLED_KINDS:
+                table = pd.concat([table[~table.solver.isin(names)], extra], ignore_index=True)
+                again = order_table(extra, refined=True)
+            else:
+                table = pd.concat([table, extra], ignore_index=True)
+                fine = table.solver.isin(names) & (table.steps >= max(follow_up.steps) / 8)
+                again = order_table(table[fine], refined=True)
+            orders = pd.concat([orders[~orders.solver.isin(names)], again], ignore_index=True)
+        rows[study.name], seconds[study.name] = table, time.perf_counter() - start
+        tables.append(orders)
     orders = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
     compute = {name: float(table.drop_duplicates("cell").cell_seconds.sum()) if len(table) else 0.0
                for name, table in rows.items()}
@@ -126,8 +195,8 @@ def run_report(out="report", *, studies=STUDIES, workers: int = 1, resume: bool 
 
 def summary(orders: pd.DataFrame) -> dict:
     """How many rows have each status (findings and mismatches counted by their first words)."""
-    words = orders.status.str.extract(r"^(agrees|finding reproduced|finding NOT reproduced|faster than claimed|"
-                                      r"no claim|MISMATCH|not fitted)")[0]
+    words = orders.status.str.extract(r"^(agrees|inconclusive|finding reproduced|finding inconclusive|"
+                                      r"finding NOT reproduced|faster than claimed|no claim|MISMATCH|not fitted)")[0]
     return words.value_counts().to_dict()
 
 
@@ -135,13 +204,13 @@ def markdown(report: Report) -> str:
     """The report as Markdown: what was run, the status counts, and the table."""
     counts = ", ".join(f"{n} {status}" for status, n in summary(report.orders).items())
     lines = ["# Declared vs measured orders", "",
-             "Generated by `sdetoolkit report`. " + _markdown_text("\n\n".join(__doc__.split("\n\n")[1:4])), "",
+             "Generated by `sdetoolkit report`. " + _markdown_text("\n\n".join(__doc__.split("\n\n")[1:6])), "",
              f"Status counts: {counts}.", "",
              "Compute seconds per study (sum over its cells): " + ", ".join(
                  f"{k} {v:.0f}" for k, v in report.compute.items()) + f"; total {sum(report.compute.values()):.0f}.",
              "",
-             "| solver | problem | kind | claimed | measured | interval | local slopes (fine first) | finest error "
-             "| status |", "|---|---|---|---|---|---|---|---|---|"]
+             "| solver | problem | kind | steps | claimed | measured | interval | local slopes (fine first) "
+             "| finest error | status |", "|---|---|---|---|---|---|---|---|---|---|"]
     for _, row in report.orders.iterrows():
         measured = "" if pd.isna(row.order) else f"{row.order:.2f}"
         interval = "" if pd.isna(row.low) else f"[{row.low:.2f}, {row.high:.2f}]"
@@ -151,8 +220,8 @@ def markdown(report: Report) -> str:
         dropped = f" (dropped {row.dropped})" if isinstance(row.dropped, str) and row.dropped else ""
         also = aliases().get(row.solver, ())
         name = row.solver + (f" (= {', '.join(also)})" if also else "")
-        lines.append(f"| {name} | {row.problem} | {row.kind} | {claimed} | {measured} | {interval} | {slopes} "
-                     f"| {error} | {row.status}{dropped} |")
+        lines.append(f"| {name} | {row.problem} | {row.kind} | {row.steps} | {claimed} | {measured} | {interval} "
+                     f"| {slopes} | {error} | {row.status}{dropped} |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,27 +251,22 @@ def write_report(report: Report, out="report", *, figures: bool = True) -> list[
 
 
 def family_panels(rows: pd.DataFrame, orders: pd.DataFrame):
-    """One convergence panel per solver family (the verdict metric against steps, fits in the legends)."""
-    from matplotlib.figure import Figure
-
+    """One convergence panel per solver family (the verdict metric against steps), busiest families first (rows of
+    similar height), two to a row across a two-column page; under each panel a key table of its fits and claims."""
     from . import figures as fig
 
     study = str(rows.study.iloc[0])
     rows = rows[rows.metric == VERDICT_METRIC[study]]
     family = rows.solver.map(lambda name: get_solver(name).family)
-    families = sorted(family.unique())
-    columns = 3
-    grid_rows = -(-len(families) // columns)
+    sizes = rows.groupby(family).solver.nunique()
+    families = sorted(sizes.index, key=lambda name: (-sizes[name], name))
+    figure, panels = fig.keyed_panels([sizes[name] for name in families])
     with fig.style():
-        figure = Figure(figsize=(3.4 * columns, 3.1 * grid_rows), layout="constrained")
-        axes = figure.subplots(grid_rows, columns, squeeze=False).ravel()
-        for ax, name in zip(axes, families, strict=False):
+        for (ax, key), name in zip(panels, families, strict=True):
             part = rows[family == name]
             fits = orders[orders.solver.isin(part.solver.unique()) & (orders.problem == part.problem.iloc[0])
                           & (orders.kind == KIND_LABEL[study])]
             fig.convergence(part, fits[["solver", "order", "low", "high", "claimed"]].dropna(subset=["order"]),
-                            ax=ax, ylabel=VERDICT_METRIC[study])
+                            ax=ax, key=key, ylabel=VERDICT_METRIC[study])
             ax.set_title(f"{name} ({part.problem.iloc[0]})")
-        for ax in axes[len(families):]:
-            ax.set_visible(False)
     return figure
