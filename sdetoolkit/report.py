@@ -103,23 +103,24 @@ def verdict(row: dict) -> str:
         said = f"measured {recorded[0].measured:g}" + window + ("" if claimed is None else f", claimed {claimed:g}")
         if not low <= expected <= high:
             return f"finding NOT reproduced: {said}"
-        rivals = _rivals(low, high, expected) + ([] if claimed is None or claimed == expected
-                                                 or not low <= claimed <= high else [claimed])
-        if rivals:
-            return f"finding inconclusive: {said}; the interval also holds {_listed(rivals)}"
+        others = rivals(low, high, expected) + ([] if claimed is None or claimed == expected
+                                                or not low <= claimed <= high else [claimed])
+        if others:
+            return f"finding inconclusive: {said}; the interval also holds {_listed(others)}"
         return f"finding reproduced: {said}"
     if claimed is None:
         return "no claim"
     if low <= claimed <= high:
-        rivals = _rivals(low, high, claimed)
-        return f"inconclusive: the interval also holds {_listed(rivals)}" if rivals else "agrees"
+        others = rivals(low, high, claimed)
+        return f"inconclusive: the interval also holds {_listed(others)}" if others else "agrees"
     if low > claimed:
         return "faster than claimed"
     return "MISMATCH: claim outside the interval, no recorded finding"
 
 
-def _rivals(low: float, high: float, order: float) -> list:
-    """The orders RESOLUTION away from ``order`` that the interval [low, high] cannot rule out."""
+def rivals(low: float, high: float, order: float) -> list:
+    """The orders ``RESOLUTION`` away from ``order`` that the interval [low, high] cannot rule out: a verdict on
+    ``order`` is conclusive only when there are none."""
     return [p for p in (order - RESOLUTION, order + RESOLUTION) if low <= p <= high]
 
 
