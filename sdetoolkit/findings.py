@@ -51,9 +51,10 @@ UNIPC_FINAL = (
     "lower_order_final=False falls at slope 2.00 up to N = 2048, and without it the claims hold (p = 2: 3.00; "
     "p = 3: 3.98 to 4.00). The constant is tiny (x0 barely changes in lambda near t_min), so the test window still "
     "shows the transition. The predictor alone (UniP, unip-bh1-p3 and unip-bh2-p3) ends the same way: on gauss-1d "
-    "its local slopes are 1.39, 1.86, 1.96 over 256..2048 steps, against 4.08 and 5.15 with lower_order_final=False "
-    "(then the round-off floor). On gmm-1d-bimodal its slopes fall from 3.42 to 2.36 by 4096 steps, not yet settled, "
-    "so no finding is recorded there: the report calls that row inconclusive.")
+    "its local slopes are 1.39, 1.86, 1.96 over 256..2048 steps; with lower_order_final=False it is order 4 there "
+    "(4.01, 3.98, 3.98, 4.08 over 32..512 steps, then the 2.7e-11 round-off floor). On gmm-1d-bimodal its slopes "
+    "fall from 3.42 to 2.36 by 4096 steps, not yet settled, so no finding is recorded there: the report calls that "
+    "row inconclusive.")
 
 IPNDM = (
     "iPNDM applies the equal-step Adams-Bashforth coefficients [55, -59, 37, -9]/24 whatever the steps. On a grid "
@@ -132,11 +133,12 @@ ER_SDE_CLIP = (
     "ER_SDE_ORDER). The sdetoolkit report measures the official configuration; the window value is what it shows.")
 
 ER_SDE_CLIP_WEAK = (
-    "The official 1e-6 variance clip (see ER_SDE_CLIP) also stalls the law: on gauss-1d the exact W2 of er-sde-3's "
-    "output falls at about 2 up to 256 steps and then stays near 6e-5 (6.9e-5, 6.4e-5, 9.7e-5 at 512, 1024, 2048 "
-    "steps), so the official sampler's weak order is 0; the report's 16..256 window fits 1.48. With clip = 0 and the "
-    "official 100-point Riemann sum it is 1 (4.7e-5, 2.1e-5, 1.0e-5); with clip = 0 and exact integrals, 2 (4.7e-5, "
-    "1.16e-5, 2.9e-6, 7.1e-7).")
+    "The official 1e-6 variance clip (see ER_SDE_CLIP) also stalls the law. On gauss-1d the exact W2 of er-sde-3's "
+    "output falls with local slopes 1.73 (64 to 128 steps) and 1.41 (128 to 256), bottoms out near 6.4e-5 at 1024 "
+    "steps and then grows (6.9e-5, 6.4e-5, 9.7e-5, 1.8e-4 at 512, 1024, 2048, 4096 steps): the official sampler's "
+    "weak order is 0; the report's 16..256 window fits 1.48. With clip = 0 and the official 100-point Riemann sum it "
+    "is 1 (4.7e-5, 2.1e-5, 9.6e-6 at 512, 1024, 2048 steps); with clip = 0 and exact integrals, 2 (4.7e-5, 1.2e-5, "
+    "2.9e-6, 7.1e-7 at 256, 512, 1024, 2048 steps).")
 
 SA_SOLVER_WINDOW = (
     "The official tau(t) = eta 1[0.2 <= t <= 0.8] is read on the grid (scxue/SA-Solver sa_solver.py, "

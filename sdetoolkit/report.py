@@ -15,15 +15,17 @@ claim of that kind and with the findings recorded in :mod:`sdetoolkit.findings`.
 * ``agrees``: the claim is inside the interval and the interval rules out the claim ± 0.5;
 * ``inconclusive``: the claim is inside, but so is a neighbour at ± 0.5 (a wide interval, or local
   slopes that drift: the window has not reached the asymptotic rate);
-* ``finding reproduced``: a recorded finding's order (its window value where it has one) is inside, and its
-  neighbours at ± 0.5 and the claim are not; ``finding inconclusive``: inside, but so is one of those;
-  ``finding NOT reproduced``: outside (a stale finding is flagged, not hidden);
-* ``faster than claimed``; ``no claim``; ``MISMATCH``: a claim above the interval with no recorded explanation.
+* ``finding reproduced``: one of a recorded finding's orders (its value in the standard window, or its asymptotic
+  order) is inside, and its neighbours at ± 0.5 and the claim are not; ``finding inconclusive``: inside, but so is
+  one of those; ``finding NOT reproduced``: neither is inside (a stale finding is flagged, not hidden);
+* ``faster than claimed``; ``no claim``; ``MISMATCH``: a claim above the interval with no recorded explanation;
+  ``not fitted``: too few points above the floors, with the reason.
 
 A row left inconclusive, or missing its finding, is measured again on doublings of the study's finest step
-count (four for ``ode-gauss-1d``, two for the others), fitted on the last three doublings (the ``steps`` column
-shows the window fitted), and judged on that fit, against a finding's asymptotic order, where it narrows the
-interval (a rate that is no power law over the longer window keeps its first verdict).
+count (four for ``ode-gauss-1d``, two for the others) and fitted on the last three doublings; a coupled (strong)
+row is fitted on its whole refined cell. The refined fit replaces the row where its interval is narrower (the
+``steps`` column shows the window fitted); a rate that is no single power law over the longer window usually fits
+wider there and keeps its first verdict.
 
 Written: ``rows.csv`` per study, ``orders.csv``, ``report.md``, ``report.tex`` and one convergence figure per study
 (PDF and PNG).
@@ -31,6 +33,7 @@ Written: ``rows.csv`` per study, ``orders.csv``, ``report.md``, ``report.tex`` a
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import time
@@ -42,7 +45,7 @@ from .findings import findings_for
 from .solvers import get_solver
 from .studies.cells import fit_orders
 from .studies.study import COUPLED_KINDS, Study, aliases
-from .studies.sweep import LocalExecutor
+from .studies.sweep import Cell, LocalExecutor
 
 STUDIES = (
     Study(name="ode-gauss-1d", kind="ode", problems=("gauss-1d",), solvers=("deterministic claimed",),
@@ -61,8 +64,9 @@ KIND_LABEL = {"ode": "global (ODE)", "weak-exact": "weak (exact W2)", "weak-mc":
               "strong": "strong"}
 RESOLUTION = 0.5  # orders this far apart must be told apart (strong orders come in halves)
 CLAIM_KIND = {"ode": "global", "weak-exact": "weak", "weak-mc": "weak", "strong": "strong"}
+FIT_KEY = ["problem", "solver", "params", "options", "seed", "dtype"]
 COLUMNS = ["solver", "problem", "kind", "steps", "claimed", "order", "low", "high", "local_slopes", "dropped",
-           "finest_error", "status"]
+           "finest_error", "status", "params", "options", "seed", "dtype", "test_function"]
 REFINEMENTS = {"ode-gauss-1d": 4}
 """Doublings of a study's finest step count measured where its window leaves a row inconclusive (2 where not
 listed: the mixture's reference and the strong study's 16-times-finer runs make more costly)."""
@@ -90,24 +94,29 @@ def claimed_order(solver, kind: str) -> float | None:
 def verdict(row: dict) -> str:
     """The status of one fitted order against the claim and the recorded findings (see the module docstring).
 
-    A row whose window was refined (``row["refined"]``) is held to a finding's asymptotic order, not to the value
-    it recorded for the standard window."""
+    A finding is reproduced by either of its orders: the one recorded for the standard window (``window``, tried
+    first) or the asymptotic one (``measured``; tried first where the window was refined, ``row["refined"]``).
+    Findings are recorded for registered configurations, so a row with other parameters (``row["params"]``) is
+    judged against the claim alone."""
     if row.get("note"):
         return f"not fitted: {row['note']}"
     kind = CLAIM_KIND[row["study"]]
     names = (row["solver"], *aliases().get(row["solver"], ()))
-    recorded = [f for name in names for f in findings_for(name) if f.problem == row["problem"] and f.kind == kind]
+    custom = isinstance(row.get("params"), str) and row["params"] != "{}"
+    recorded = [] if custom else [f for name in names for f in findings_for(name)
+                                  if f.problem == row["problem"] and f.kind == kind]
     low, high, claimed = row["low"], row["high"], row["claimed"]
     if recorded:
-        refined = bool(row.get("refined"))
-        window = recorded[0].window if not refined else None
-        expected = recorded[0].measured if window is None else window
-        window = "" if window is None else f" (in this window {window:g})"
-        said = f"measured {recorded[0].measured:g}" + window + ("" if claimed is None else f", claimed {claimed:g}")
+        finding = recorded[0]
+        orders = [finding.window, finding.measured][::-1 if row.get("refined") else 1]
+        orders = [order for order in orders if order is not None]
+        expected = next((order for order in orders if low <= order <= high), orders[0])
+        window = f" (in this window {finding.window:g})" if expected == finding.window != finding.measured else ""
+        said = f"measured {finding.measured:g}" + window + ("" if claimed is None else f", claimed {claimed:g}")
         if not low <= expected <= high:
             return f"finding NOT reproduced: {said}"
-        others = rivals(low, high, expected) + ([] if claimed is None or claimed == expected
-                                                or not low <= claimed <= high else [claimed])
+        others = sorted(set(rivals(low, high, expected) + ([] if claimed is None or claimed == expected
+                                                           or not low <= claimed <= high else [claimed])))
         if others:
             return f"finding inconclusive: {said}; the interval also holds {_listed(others)}"
         return f"finding reproduced: {said}"
@@ -132,9 +141,14 @@ def _listed(orders: list) -> str:
 
 
 def order_table(rows: pd.DataFrame, *, refined: bool = False) -> pd.DataFrame:
-    """The declared-vs-measured table of one study's rows: the verdict metric's fit per solver and problem."""
+    """The declared-vs-measured table of one study's rows: the verdict metric's fit per configuration (solver and
+    parameters, problem, options, seed, dtype, and test function where the study has them)."""
     fits = fit_orders(rows)
     fits = fits[fits.metric == fits.study.map(VERDICT_METRIC)]
+    if not len(fits):
+        return pd.DataFrame(columns=COLUMNS)
+    key = fit_key(fits)
+    spans = rows.groupby(key, dropna=False).steps.agg(["min", "max"])
     out = []
     for _, fit in fits.iterrows():
         row = fit.to_dict()
@@ -142,46 +156,78 @@ def order_table(rows: pd.DataFrame, *, refined: bool = False) -> pd.DataFrame:
         row["refined"] = refined
         row["status"] = verdict(row)
         row["kind"] = KIND_LABEL[row["study"]]
-        part = rows[(rows.solver == row["solver"]) & (rows.problem == row["problem"])]
-        row["steps"] = f"{part.steps.min():g}..{part.steps.max():g}"
+        low, high = spans.loc[tuple(row[c] for c in key)]
+        row["steps"] = f"{low:g}..{high:g}"
         out.append(row)
     return pd.DataFrame(out).reindex(columns=COLUMNS)
 
 
+def fit_key(table: pd.DataFrame) -> list[str]:
+    """The columns that tell one fitted configuration from another (a Monte Carlo weak study adds the test
+    function)."""
+    return FIT_KEY + (["test_function"] if "test_function" in table and table.test_function.notna().any() else [])
+
+
+def unsettled(orders: pd.DataFrame) -> pd.DataFrame:
+    """The rows a longer window may settle: inconclusive ones, and findings the window did not reproduce (their
+    rate may set in later)."""
+    return orders[orders.status.str.contains("inconclusive|NOT reproduced", na=False)]
+
+
 def refinement(study: Study, orders: pd.DataFrame) -> Study | None:
-    """The follow-up study for the rows of ``study`` that its window leaves inconclusive, or where it misses a
-    recorded finding (whose rate may set in later): the same solvers and options on ``REFINEMENTS`` doublings of
-    the finest step count (every step count for a coupled study, whose cell holds them all); None when every row
-    is settled.
+    """The follow-up study for the :func:`unsettled` rows of ``study``: their solver configurations and problems,
+    with the study's options, on ``REFINEMENTS`` doublings of the finest step count (every step count for a coupled
+    study, whose cell holds them all); None when every row is settled.
 
     The refined fit uses the fine end of the window, the last three doublings (step counts from an eighth of the
-    finest on): a drifting rate is fitted where it has (nearly) settled, not averaged with its pre-asymptotic
-    slopes. A coupled study's fit is its refined cell's own (the whole window, coupled errors)."""
-    unsettled = orders[orders.status.str.contains("inconclusive|NOT reproduced")]
-    if not len(unsettled):
+    finest on), so that a drifting rate is fitted where it has (nearly) settled; a coupled study's fit is its
+    refined cell's own (the whole refined window, coupled errors)."""
+    open_rows = unsettled(orders)
+    if not len(open_rows):
         return None
+    wanted = set(zip(open_rows.solver, open_rows.params, strict=True))
+    solvers = tuple({"name": name, "params": params} for name, params in study.solvers
+                    if (name, _params_column(study, name, params)) in wanted)
     extra = tuple(max(study.steps) * 2**j for j in range(1, REFINEMENTS.get(study.name, 2) + 1))
     steps = tuple(study.steps) + extra if study.kind in COUPLED_KINDS else extra
-    return replace(study, name=f"{study.name}-refined", solvers=tuple(sorted(set(unsettled.solver))), steps=steps)
+    return replace(study, name=f"{study.name}-refined", problems=tuple(sorted(set(open_rows.problem))),
+                   solvers=solvers, steps=steps)
 
 
-def _narrower(orders: pd.DataFrame, refined: pd.DataFrame) -> pd.DataFrame:
-    """``orders`` with each row replaced by its refined fit where that fit's interval is narrower: a rate that is
-    not a power law over the longer window (a jump, a floor) is judged on the standard window it was first fitted
-    on, not on a fit that averages across the break."""
-    key = ["solver", "problem"]
-    merged = orders.merge(refined[[*key, "low", "high"]], on=key, how="left", suffixes=("", "_refined"))
-    better = (merged.high_refined - merged.low_refined) < (merged.high - merged.low)
-    replaced = orders[better.to_numpy()][key]
-    kept = orders[~better.to_numpy()]
-    return pd.concat([kept, refined.merge(replaced, on=key)], ignore_index=True)
+def _params_column(study: Study, name: str, params: dict) -> str:
+    """The ``params`` column that the cells of this solver configuration write (:func:`~.studies.sweep.run_cell`)."""
+    cell = Cell.make(study.kind, study.problems[0], name, study.steps, params=params)
+    return json.dumps(dict(cell.params), sort_keys=True)
+
+
+def _narrower(orders: pd.DataFrame, refined: pd.DataFrame, key: list[str]) -> tuple[pd.DataFrame, list]:
+    """``orders`` (in its order) with each row that has a refined fit of narrower interval replaced by it, and the
+    keys replaced. A rate that is no single power law over the longer window (a jump, a stall) usually fits wider
+    there, and then keeps its first verdict. A finding the standard window did not reproduce says so after its new
+    status."""
+    table, better = orders.set_index(key), refined.set_index(key)
+    replaced = [k for k in better.index if k in table.index
+                and better.at[k, "high"] - better.at[k, "low"] < table.at[k, "high"] - table.at[k, "low"]]
+    for k in replaced:
+        first = table.at[k, "status"]
+        table.loc[k] = better.loc[k, table.columns]
+        if first.startswith("finding NOT reproduced"):
+            table.at[k, "status"] += f" (the standard window did not reproduce it: {first})"
+    return table.reset_index()[orders.columns], replaced
+
+
+def _matching(frame: pd.DataFrame, keys: list, key: list[str]) -> pd.Series:
+    """Which rows of ``frame`` belong to one of the configurations ``keys`` (tuples over ``key``)."""
+    wanted = set(keys)
+    return pd.Series([tuple(row) in wanted for row in frame[key].itertuples(index=False)], index=frame.index)
 
 
 def run_report(out="report", *, studies=STUDIES, workers: int = 1, resume: bool = True,
                progress: bool = True) -> Report:
-    """Run (or resume) every study into ``out``, refine the rows its window leaves inconclusive (see
-    :func:`refinement`), and build the order table. ``Report.rows`` holds each study's rows with the refined
-    ones merged in (a coupled study's refined cell replaces the standard one)."""
+    """Run (or resume) every study into ``out``, refine its :func:`unsettled` rows (see :func:`refinement`; the
+    refined fit replaces a row where its interval is narrower), and build the order table. ``Report.rows`` holds
+    each study's rows as its fits use them: a replaced configuration's refined rows join its standard ones (a
+    coupled study's refined cell takes the place of the standard one)."""
     out = pathlib.Path(out)
     rows, seconds, tables = {}, {}, []
     for study in studies:
@@ -192,15 +238,20 @@ def run_report(out="report", *, studies=STUDIES, workers: int = 1, resume: bool 
         if follow_up is not None:
             extra = follow_up.run(out / follow_up.name, executor=LocalExecutor(workers), resume=resume,
                                   progress=progress)
-            names = {name for name, _ in follow_up.solvers}
+            key = fit_key(orders)
+            open_keys = list(unsettled(orders)[key].itertuples(index=False, name=None))
             if study.kind in COUPLED_KINDS:
-                table = pd.concat([table[~table.solver.isin(names)], extra], ignore_index=True)
-                again = order_table(extra, refined=True)
+                pool = extra
             else:
-                table = pd.concat([table, extra], ignore_index=True)
-                fine = table.solver.isin(names) & (table.steps >= max(follow_up.steps) / 8)
-                again = order_table(table[fine], refined=True)
-            orders = _narrower(orders, again)
+                pool = pd.concat([table, extra], ignore_index=True)
+                pool = pool[pool.steps >= max(follow_up.steps) / 8]
+            again = order_table(pool[_matching(pool, open_keys, key)], refined=True)
+            orders, replaced = _narrower(orders, again, key)
+            if study.kind in COUPLED_KINDS:
+                table = pd.concat([table[~_matching(table, replaced, key)], extra[_matching(extra, replaced, key)]],
+                                  ignore_index=True)
+            else:
+                table = pd.concat([table, extra[_matching(extra, replaced, key)]], ignore_index=True)
         rows[study.name], seconds[study.name] = table, time.perf_counter() - start
         tables.append(orders)
     orders = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)

@@ -45,8 +45,26 @@ def test_a_row_the_window_leaves_open_is_refined(report):
     er_sde = orders.loc[("er-sde-3", "weak (exact W2)")]
     assert er_sde.steps == "16..256" and er_sde.status.startswith("finding inconclusive: measured 0 (in this window")
     assert (out / "ode-refined" / "rows.csv").exists() and (out / "weak-refined" / "rows.csv").exists()
-    assert set(result.rows["weak"].query("solver == 'er-sde-3'").steps) >= {512, 1024}
+    # the rows kept with the report are those its fits use
+    assert set(result.rows["ode"].query("solver == 'ipndm-v'").steps) >= {512, 1024}
+    assert set(result.rows["weak"].query("solver == 'er-sde-3'").steps) == set(STUDIES[1].steps)
     assert set(result.rows["ode"].query("solver == 'ddim'").steps) == set(STUDIES[0].steps)
+
+
+def test_a_coupled_study_is_refined_cell_by_cell(tmp_path):
+    """Strong orders couple every step count in one cell: a refined cell (8..256 here) replaces the standard one
+    where it narrows the interval (er-sde-2's stall at the official clip), and the standard cell stays where the
+    row is settled."""
+    study = Study(name="strong", kind="strong", problems=("gauss-1d",), solvers=("er-sde-2", "ddpm"),
+                  steps=(8, 16, 32, 64), options={"n_samples": 64})
+    result = run_report(tmp_path, studies=(study,), progress=False)
+    orders = result.orders.set_index("solver")
+    assert orders.at["ddpm", "steps"] == "8..64"
+    assert orders.at["er-sde-2", "steps"] == "8..256"
+    assert orders.at["er-sde-2", "status"].startswith("finding")
+    rows = result.rows["strong"]
+    assert set(rows.query("solver == 'er-sde-2'").steps) == {8, 16, 32, 64, 128, 256}
+    assert set(rows.query("solver == 'ddpm'").steps) == {8, 16, 32, 64}
 
 
 def test_a_claim_outside_the_interval_without_a_finding_is_a_mismatch():
@@ -68,10 +86,21 @@ def test_an_interval_that_cannot_tell_neighbouring_orders_apart_is_inconclusive(
     assert verdict(dict(finding, low=1.6, high=2.4)).startswith("finding reproduced")
     assert verdict(dict(finding, low=1.6, high=3.2)) == ("finding inconclusive: measured 2, claimed 3; the interval "
                                                          "also holds 2.5 and 3")
-    # a refined row answers to the asymptotic order, not to the value recorded for the standard window
-    unipc = dict(study="ode", solver="unipc-bh1-p3", problem="gauss-1d", note="", claimed=4.0, low=1.8, high=2.2)
-    assert verdict(unipc).startswith("finding NOT reproduced: measured 2 (in this window 3)")
-    assert verdict(dict(unipc, refined=True)) == "finding reproduced: measured 2, claimed 4"
+    # either of a finding's orders reproduces it; a refined row names the asymptotic one when it misses both
+    unipc = dict(study="ode", solver="unipc-bh1-p3", problem="gauss-1d", note="", claimed=4.0)
+    for refined in (False, True):
+        assert verdict(dict(unipc, low=1.8, high=2.2, refined=refined)) == "finding reproduced: measured 2, claimed 4"
+        assert verdict(dict(unipc, low=2.8, high=3.2, refined=refined)) == ("finding reproduced: measured 2 (in this "
+                                                                            "window 3), claimed 4")
+    assert verdict(dict(unipc, low=3.6, high=4.4)) == "finding NOT reproduced: measured 2 (in this window 3), claimed 4"
+    assert verdict(dict(unipc, low=3.6, high=4.4, refined=True)) == "finding NOT reproduced: measured 2, claimed 4"
+    # a neighbour that is also the claim is named once
+    sa = dict(study="strong", solver="sa-solver", problem="gauss-1d", note="", claimed=1.0, low=-0.2, high=1.2)
+    assert verdict(dict(sa, refined=True)).endswith("the interval also holds 0 and 1")
+    # findings belong to registered configurations: other parameters answer to the claim alone
+    taylor = dict(study="ode", solver="dpmpp-3m", problem="gauss-1d", note="", claimed=3.0, low=2.9, high=3.1)
+    assert verdict(dict(taylor, params='{"third_order_term": "taylor"}')) == "agrees"
+    assert verdict(dict(taylor, params="{}")).startswith("finding NOT reproduced")
 
 
 def test_outputs_are_written(report):
