@@ -19,13 +19,13 @@ noised marginal p_t at t = 0.5 on the ``vp-linear`` schedule:
    Tweedie's formula (x + sigma^2 score) / alpha applied to the baseline score. In float32 both are also compared
    with our float64 score.
 
-2. Achieved GFLOP/s, from flop counts per row of x (GEMMs at 2mnk, each elementwise op, exp and max as one flop
-   per element), of our ``score`` and ``x0_and_score`` for the branch of ``GaussianMixture._posterior`` that serves
-   the input (printed as ``path``):
+2. Achieved GFLOP/s, from flop counts per row of x (GEMMs at 2mnk; each elementwise arithmetic operation, an
+   addcmul counting two, and each exp and max as one flop per element), of our ``score`` and ``x0_and_score`` for
+   the branch of ``GaussianMixture._posterior`` that serves the input (printed as ``path``):
 
    * ``expanded`` (diagonal covariances, when expanding about the mixture mean is accurate enough for the dtype):
-     GEMMs against (d, K) and (K, 2d) matrices, 8 d K for the score (12 d K with x0); elementwise 5 d + 7 K
-     (7 d + 7 K);
+     GEMMs against (d, K) and (K, 2d) matrices, 8 d K for the score (12 d K with x0); elementwise 5 d + 10 K
+     (7 d + 10 K);
    * ``centred`` (diagonal covariances otherwise): elementwise on (K, rows, d) chunks, 6 K d + 9 K + d for the score
      (11 K d + 9 K + 2 d with x0, one (K, d) GEMM included);
    * ``full`` (full covariances): the same chunks times the precisions by a batched GEMM, 2 K d^2 + 5 K d + 9 K + d
@@ -168,8 +168,8 @@ def kernel_path(noised, x: torch.Tensor) -> str:
 
 
 def our_flops(n: int, d: int, k: int, path: str, both: bool) -> float:
-    per_row = {("expanded", False): 8 * d * k + 5 * d + 7 * k,
-               ("expanded", True): 12 * d * k + 7 * d + 7 * k,
+    per_row = {("expanded", False): 8 * d * k + 5 * d + 10 * k,
+               ("expanded", True): 12 * d * k + 7 * d + 10 * k,
                ("centred", False): 6 * k * d + 9 * k + d,
                ("centred", True): 11 * k * d + 9 * k + 2 * d,
                ("full", False): 2 * k * d * d + 5 * k * d + 9 * k + d,
