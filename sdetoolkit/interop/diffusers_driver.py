@@ -36,10 +36,13 @@ its result can be compared entry by entry with :func:`sdetoolkit.solvers.sample`
   ``DPMSolverMultistepScheduler`` (``sde-dpmsolver++``, ``sde-dpmsolver``) take it as ``variance_noise``. The others
   (``DDPMScheduler``, ``EulerAncestralDiscreteScheduler``, ``EDMDPMSolverMultistepScheduler`` with
   ``sde-dpmsolver++``, ``EulerDiscreteScheduler`` and ``EDMEulerScheduler`` with ``s_churn > 0``) take only a
-  ``torch.Generator``, whose stream cannot reproduce another source's normals; for them the name ``randn_tensor`` in
-  the scheduler's module, through which ``step`` draws, is bound during ``step`` to a function that returns the
-  step's normal (the original is restored after the step, and a second draw in one step, or one of another shape,
-  raises).
+  ``torch.Generator``, whose stream cannot reproduce another source's normals; for them the name ``randn_tensor``,
+  through which ``step`` draws, is bound during ``step`` to a function that returns the step's normal, in the
+  globals of every ``step`` along the class's MRO that looks it up (the module that *defines* the method, so a
+  subclass defined elsewhere is patched where its inherited ``step`` looks). The original is restored after the
+  step, also when it raises; a second draw in one step, or one of another shape, raises. The binding is a
+  process-wide module global: patched steps of all threads are serialised by a lock, and a call to
+  ``randn_tensor`` from another thread meanwhile gets the original.
 
 diffusers itself is never imported here: the caller builds the scheduler. Supported classes are listed in
 :data:`SUPPORTED`; others raise, because each one's conventions must be read from its source before it can be
@@ -53,7 +56,7 @@ import functools
 import inspect
 import itertools
 import math
-import sys
+import threading
 from dataclasses import dataclass
 
 import sympy as sp
@@ -295,26 +298,52 @@ def draws_noise(scheduler, step_options=None) -> bool:
     return name in ("DDPMScheduler", "EulerAncestralDiscreteScheduler")
 
 
+_DRAWING = threading.Lock()
+"""Held while a step runs with ``randn_tensor`` patched (a module global, shared by all threads)."""
+
+
+def _drawing_globals(scheduler) -> list[dict]:
+    """The globals of every ``step`` in the scheduler's MRO that binds ``randn_tensor`` (each once)."""
+    found = {}
+    for cls in type(scheduler).__mro__:
+        step = vars(cls).get("step")
+        namespace = inspect.unwrap(step).__globals__ if callable(step) else {}
+        if "randn_tensor" in namespace:
+            found[id(namespace)] = namespace
+    if not found:
+        raise RuntimeError(f"{type(scheduler).__name__}: no step in its MRO draws through randn_tensor")
+    return list(found.values())
+
+
 @contextlib.contextmanager
 def _drawing(scheduler, normal):
-    """``randn_tensor`` of the scheduler's module bound, inside the block, to one that returns ``normal()`` (once)."""
-    module = sys.modules[type(scheduler).__module__]
-    original, draws = module.randn_tensor, []
+    """``randn_tensor`` of the scheduler's ``step`` bound, inside the block and for this thread only, to one that
+    returns ``normal()`` (once); other threads get the original."""
+    owner, draws = threading.get_ident(), []
 
-    def draw(shape, generator=None, device=None, dtype=None, layout=None):
-        z = None if draws else normal()
-        if z is None or tuple(shape) != tuple(z.shape):
-            raise RuntimeError(f"{type(scheduler).__name__}: step drew noise of shape {tuple(shape)}"
-                               f"{' a second time' if draws else ''}; the driver feeds one normal shaped like the "
-                               f"state per step")
-        draws.append(shape)
-        return z.to(device=device, dtype=dtype)
+    def standing_in_for(original):
+        def randn_tensor(shape, generator=None, device=None, dtype=None, layout=None):
+            if threading.get_ident() != owner:
+                return original(shape, generator=generator, device=device, dtype=dtype, layout=layout)
+            z = None if draws else normal()
+            if z is None or tuple(shape) != tuple(z.shape):
+                raise RuntimeError(f"{type(scheduler).__name__}: step drew noise of shape {tuple(shape)}"
+                                   f"{' a second time' if draws else ''}; the driver feeds one normal shaped like "
+                                   f"the state per step")
+            draws.append(shape)
+            return z.to(device=device, dtype=dtype)
+        return randn_tensor
 
-    module.randn_tensor = draw
-    try:
-        yield
-    finally:
-        module.randn_tensor = original
+    with _DRAWING:
+        namespaces = _drawing_globals(scheduler)
+        originals = [namespace["randn_tensor"] for namespace in namespaces]
+        for namespace, original in zip(namespaces, originals, strict=True):
+            namespace["randn_tensor"] = standing_in_for(original)
+        try:
+            yield
+        finally:
+            for namespace, original in zip(namespaces, originals, strict=True):
+                namespace["randn_tensor"] = original
 
 
 def _step(scheduler, output, timestep, x, options: dict, normal):
