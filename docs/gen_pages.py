@@ -35,6 +35,9 @@ sys.path.insert(0, str(DOCS))
 from rst_markdown import rst_to_markdown  # noqa: E402
 
 SOLVER_DIR = "catalogue/solvers"
+MARKS = {"finding reproduced": " *finding*", "finding inconclusive": " *finding?*",
+         "finding NOT reproduced": " **finding NOT reproduced**"}
+"""The solver index's mark on a measured order, by the report's status (its words before the colon)."""
 
 
 def _fmt(value) -> str:
@@ -134,12 +137,13 @@ def _parameter_table(cls) -> list[str]:
 
 
 def _index_row(name: str, page: str, measured: pd.DataFrame, studies: list[str]) -> str:
-    """One row of the catalogue's index: the claims, and the report's order per study (marked where a finding)."""
+    """One row of the catalogue's index: the claims, and the report's order per study (marked by ``MARKS`` where a
+    finding is recorded)."""
     solver = get_solver(name)
     cells = []
     for study in studies:
         rows = measured[measured.study == study]
-        mark = " *finding*" if len(rows) and str(rows.status.iloc[0]).startswith("finding") else ""
+        mark = MARKS.get(str(rows.status.iloc[0]).split(":")[0], "") if len(rows) else ""
         cells.append(f"{rows.order.iloc[0]:.2f}{mark}" if len(rows) else "")
     claim = "; ".join(f"{_fmt(c.order)} ({c.kind})" for c in solver.claims())
     return (f"| [`{name}`]({page}#{name}) | {solver.family} | {'SDE' if solver.stochastic else 'ODE'} | {claim} | "
@@ -155,8 +159,10 @@ def solver_pages() -> dict[str, str]:
              "Generated from the registry (`sdetoolkit.solvers.list_solvers()`): every registered name, its claim, "
              "and the orders `sdetoolkit report` measured (`docs/report/orders.csv`; the full table with intervals "
              "is [Declared vs measured orders](../../report/report.md)). A measured order marked *finding* "
-             "reproduces a [recorded finding](../findings.md). Names that build the same configuration are measured "
-             "once, under the most specific name.", "",
+             "reproduces a [recorded finding](../findings.md); *finding?* is consistent with one, but its interval "
+             "also holds the claim or an order 0.5 away (the report's *finding inconclusive*: the window cannot "
+             "separate the finding from them); **finding NOT reproduced** misses it. Names that build the same "
+             "configuration are measured once, under the most specific name.", "",
              "| solver | family | type | claimed | " + " | ".join(studies) + " |",
              "|---|---|---|---|" + "---|" * len(studies)]
     summary = ["* [Overview](index.md)"]
@@ -225,8 +231,16 @@ def findings_page() -> str:
              "claimed one, what was measured and why. *Measured* is the asymptotic order; *window* the order fitted "
              "in the report's window where the rate has not set in yet. The evidence is the row of "
              "`sdetoolkit report` (`docs/report/orders.csv`) for the same solver, problem and kind, where the report "
-             "measures it. The tests (`tests/test_solver_orders.py`) keep every finding reproduced. A summary with "
-             "the side responsible is in [Findings](../findings.md).", ""]
+             "measures it, and its status: *finding reproduced* where the interval holds the finding's order (its "
+             "window value where it has one and the row was not refined) and rules out the claim and the orders 0.5 "
+             "away; *finding inconclusive* where it holds the finding's order but also one of those, so the window "
+             "cannot separate the finding from the claim or a neighbour; *finding NOT reproduced* where it misses "
+             "the finding's order. The "
+             "global orders are also under test (`tests/test_solver_orders.py`: on gauss-1d a conclusive verdict, "
+             "from the report's refined window where the standard one falls short), and so are the weak and strong "
+             "findings with a test of their own (e.g. `tests/test_weak_orders.py`, `tests/test_strong.py`, "
+             "`tests/test_sa_solver_strong.py`). A summary with the side responsible is in "
+             "[Findings](../findings.md).", ""]
     for explanation, findings in groups.items():
         solvers = list(dict.fromkeys(f.solver for f in findings))
         lines += [f"## {', '.join(solvers)}", "",
