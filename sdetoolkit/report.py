@@ -33,7 +33,6 @@ Written: ``rows.csv`` per study, ``orders.csv``, ``report.md``, ``report.tex`` a
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 import time
@@ -195,9 +194,8 @@ def refinement(study: Study, orders: pd.DataFrame) -> Study | None:
 
 
 def _params_column(study: Study, name: str, params: dict) -> str:
-    """The ``params`` column that the cells of this solver configuration write (:func:`~.studies.sweep.run_cell`)."""
-    cell = Cell.make(study.kind, study.problems[0], name, study.steps, params=params)
-    return json.dumps(dict(cell.params), sort_keys=True)
+    """The ``params`` column that the cells of this solver configuration write."""
+    return Cell.make(study.kind, study.problems[0], name, study.steps, params=params).params_column
 
 
 def _narrower(orders: pd.DataFrame, refined: pd.DataFrame, key: list[str]) -> tuple[pd.DataFrame, list]:

@@ -46,6 +46,11 @@ class Cell:
         return cls(study, problem, solver, steps, int(seed), dtype, _frozen(params or {}), _frozen(options or {}))
 
     @property
+    def params_column(self) -> str:
+        """The solver parameters as the cell's rows write them in their ``params`` column (canonical JSON)."""
+        return json.dumps(dict(self.params), sort_keys=True)
+
+    @property
     def key(self) -> str:
         """A canonical JSON string naming the cell (the resume key)."""
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -108,7 +113,7 @@ def run_cell(cell: Cell) -> pd.DataFrame:
     start = time.perf_counter()
     rows = _KINDS[cell.study][0](cell)
     return rows.assign(cell_seconds=time.perf_counter() - start, study=cell.study,
-                       params=json.dumps(dict(cell.params), sort_keys=True),
+                       params=cell.params_column,
                        options=json.dumps(dict(cell.options), sort_keys=True), version=__version__, cell=cell.key)
 
 
