@@ -20,7 +20,9 @@ restart interval (:func:`~sdetoolkit.noise.noise_prediction_kernel`, variance :m
 \tilde\sigma_{min}^2`), so with :class:`~sdetoolkit.noise.IIDNoise` it is the official draw scaled exactly; churn
 noise is a single-time draw. Repetition k of the K draws its jump from copy k of the noise over the interval (on a
 :class:`~sdetoolkit.noise.BrownianPath`, the same interval of the k-th of a family of independent paths), so the K
-jumps are independent and every grid sees the same ones.
+jumps are independent. Grids share a jump only above the higher of their attachment points (the interval starts
+at the grid point nearest ``t_min``), and churn draws only where their times coincide: in a strong study the
+restart noise of a coarse run and of its reference are partly independent (see the finding on ``restart``).
 
 Defaults follow the README's command (``S_noise = 1.003``, ``S_min = 0.01``, ``S_max = 1``, ``restart_gamma =
 0.05``) and its example configuration ``{"0": [3, 2, 0.06, 0.30]}``; the command-line defaults (``S_noise = 0``,
