@@ -21,7 +21,7 @@ import pandas as pd
 from sdetoolkit import get_problem
 from sdetoolkit.exact import NonlinearSolverError, weak_errors
 from sdetoolkit.findings import findings_for
-from sdetoolkit.report import rivals
+from sdetoolkit.report import listed, rivals
 from sdetoolkit.solvers import get_solver, list_solvers
 from sdetoolkit.studies import fit_order
 from sdetoolkit.studies.strong import strong_order
@@ -83,7 +83,7 @@ def status(row) -> str:
     if row["low"] <= row["claimed"] <= row["high"]:
         others = rivals(row["low"], row["high"], row["claimed"])
         if others:
-            return "inconclusive: the interval also holds " + " and ".join(f"{p:g}" for p in others) + finding
+            return f"inconclusive: the interval also holds {listed(others)}{finding}"
         return "agrees" + finding
     if row["low"] > row["claimed"]:
         return ("faster than the pathwise claim" if not get_solver(row["solver"]).stochastic

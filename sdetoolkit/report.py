@@ -117,13 +117,13 @@ def verdict(row: dict) -> str:
         others = sorted(set(rivals(low, high, expected) + ([] if claimed is None or claimed == expected
                                                            or not low <= claimed <= high else [claimed])))
         if others:
-            return f"finding inconclusive: {said}; the interval also holds {_listed(others)}"
+            return f"finding inconclusive: {said}; the interval also holds {listed(others)}"
         return f"finding reproduced: {said}"
     if claimed is None:
         return "no claim"
     if low <= claimed <= high:
         others = rivals(low, high, claimed)
-        return f"inconclusive: the interval also holds {_listed(others)}" if others else "agrees"
+        return f"inconclusive: the interval also holds {listed(others)}" if others else "agrees"
     if low > claimed:
         return "faster than claimed"
     return "MISMATCH: claim outside the interval, no recorded finding"
@@ -135,7 +135,8 @@ def rivals(low: float, high: float, order: float) -> list:
     return [p for p in (order - RESOLUTION, order + RESOLUTION) if low <= p <= high]
 
 
-def _listed(orders: list) -> str:
+def listed(orders: list) -> str:
+    """Orders as a status names them: "0.5 and 1.5"."""
     return " and ".join(f"{p:g}" for p in orders)
 
 
